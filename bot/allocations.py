@@ -1,0 +1,319 @@
+"""The allocation use cases shared by the Slack bot, the JSON API and Lambda.
+
+An allocation goes through: validate (no AWS), plan (type, AMI, zone), record
+in the ledger with a conditional write, launch with one RunInstances, then
+follow the instances until they run or fail. Each step that changes the
+state emits a StatusEvent; adapters render those events for their users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.config import Settings
+from bot.errors import AllocationError, AllocationNotFound, IdempotencyConflict
+from bot.ledger import Ledger
+from bot.models import (
+    Allocation,
+    AllocationRequest,
+    AllocationState,
+    Failure,
+    Instance,
+    LaunchPlan,
+    SlackDestination,
+)
+from bot.policy import Policy
+from bot.provisioning import Provisioner
+
+logger = logging.getLogger(__name__)
+
+EventKind = Literal["recorded", "launched", "running", "failed"]
+
+# EC2 states after which an instance will not become `running`.
+DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A change in an allocation that the requester should hear about."""
+
+    kind: EventKind
+    allocation: Allocation
+
+
+EventSink = Callable[[StatusEvent], None]
+
+
+def _ignore(event: StatusEvent) -> None:
+    pass
+
+
+def allocation_id_for(idempotency_key: str | None) -> str:
+    """Return the allocation ID: derived from the key, so duplicates collide."""
+    if idempotency_key is None:
+        return "alloc-" + secrets.token_hex(8)
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return "alloc-" + digest[:16]
+
+
+def fingerprint(request: AllocationRequest) -> str:
+    """Return a hash of what was requested, to spot a key reused for another request."""
+    parts = [
+        request.instance_type,
+        str(request.quantity),
+        request.purpose or "",
+        request.requester.source,
+        request.requester.user_id or request.requester.name or "",
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class AllocationService:
+    """Validates, records, launches and follows allocations."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        provisioner: Provisioner | None = None,
+        ledger: Ledger | None = None,
+        policy: Policy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self.provisioner = provisioner or Provisioner(settings)
+        self.ledger = ledger or Ledger(settings)
+        self.policy = policy or Policy(settings)
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    # Steps
+
+    def submit(
+        self, request: AllocationRequest, idempotency_key: str | None = None
+    ) -> tuple[Allocation, bool]:
+        """Check, plan and record a request without launching anything.
+
+        Returns the record and whether this call created it. A request whose
+        idempotency key was seen before returns the first record and False,
+        also when both arrive at once on different processes, because only
+        one conditional write can succeed.
+        """
+        self.policy.check_instance_type(request.instance_type)
+        self.policy.check_count(request.quantity)
+        allocation_id = allocation_id_for(idempotency_key)
+        print_ = fingerprint(request)
+        if idempotency_key is not None:
+            existing = self.ledger.get(allocation_id)
+            if existing is not None:
+                return self._duplicate(existing, print_), False
+        plan = self.provisioner.plan(request.instance_type)
+        allocation = _new_allocation(
+            allocation_id, request, plan, self.settings.aws_region
+        )
+        allocation.request_fingerprint = print_
+        if not self.ledger.insert(allocation):
+            existing = self.ledger.get(allocation_id)
+            if existing is None:  # pragma: no cover - the winner cannot vanish
+                raise AllocationNotFound(f"Allocation {allocation_id} disappeared")
+            return self._duplicate(existing, print_), False
+        logger.info(
+            "Allocation %s recorded: %d x %s for %s",
+            allocation_id,
+            request.quantity,
+            request.instance_type,
+            request.requester.user_id or request.requester.source,
+        )
+        return allocation, True
+
+    def launch(
+        self, allocation: Allocation, on_event: EventSink = _ignore
+    ) -> Allocation:
+        """Launch the recorded allocation with one RunInstances call.
+
+        On an AWS error the record is marked failed, a `failed` event is
+        emitted and the error is raised again with `allocation` attached.
+        """
+        plan = self.provisioner.plan(allocation.instance_type)
+        tags = self._tags(allocation)
+        try:
+            instances = self.provisioner.launch(
+                plan, allocation.quantity, allocation.allocation_id, tags
+            )
+        except AllocationError as error:
+            self._fail(allocation, error, on_event)
+            error.allocation_id = allocation.allocation_id
+            raise
+        allocation.instances = instances
+        allocation.state = AllocationState.PENDING
+        self.ledger.save(allocation)
+        logger.info(
+            "Allocation %s launched %s",
+            allocation.allocation_id,
+            ", ".join(i.instance_id for i in instances),
+        )
+        on_event(StatusEvent("launched", allocation))
+        return allocation
+
+    def follow(
+        self,
+        allocation: Allocation,
+        on_event: EventSink = _ignore,
+        poll_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Allocation:
+        """Poll EC2 until every instance runs, one dies, or the timeout passes."""
+        poll = poll_seconds or self.settings.status_poll_seconds
+        timeout = timeout_seconds or self.settings.status_timeout_seconds
+        deadline = self._monotonic() + timeout
+        while not allocation.state.is_final:
+            try:
+                self._apply_states(allocation, on_event)
+            except AllocationError as error:
+                # A failed describe is not a failed allocation; try again.
+                logger.warning(
+                    "Allocation %s: describe failed with %s; will retry",
+                    allocation.allocation_id,
+                    error.code,
+                )
+            if allocation.state.is_final:
+                break
+            if self._monotonic() >= deadline:
+                timeout_error = AllocationError(
+                    f"The instances did not reach running within {int(timeout)} s",
+                    hint="Check them in the EC2 console; they may still start",
+                    code="status_timeout",
+                )
+                self._fail(allocation, timeout_error, on_event)
+                break
+            self._sleep(poll)
+        return allocation
+
+    def refresh(self, allocation_id: str) -> Allocation:
+        """Return the record, updated from EC2 when it is still pending."""
+        allocation = self.get(allocation_id)
+        if allocation.state is AllocationState.PENDING:
+            self._apply_states(allocation, _ignore)
+        return allocation
+
+    def set_destination(
+        self, allocation: Allocation, destination: SlackDestination
+    ) -> None:
+        """Record where the allocation is reported, once its first message is posted."""
+        allocation.report_to = destination
+        self.ledger.save(allocation)
+
+    def get(self, allocation_id: str) -> Allocation:
+        allocation = self.ledger.get(allocation_id)
+        if allocation is None:
+            raise AllocationNotFound(
+                f"No allocation with ID {allocation_id}",
+                hint="Check the ID in the message that reported it",
+            )
+        return allocation
+
+    def allocate(
+        self,
+        request: AllocationRequest,
+        idempotency_key: str | None = None,
+        on_event: EventSink = _ignore,
+        follow: bool = True,
+    ) -> tuple[Allocation, bool]:
+        """Run every step; a duplicate request returns the first record untouched."""
+        allocation, created = self.submit(request, idempotency_key)
+        if not created:
+            logger.info(
+                "Duplicate request for allocation %s ignored", allocation.allocation_id
+            )
+            return allocation, False
+        on_event(StatusEvent("recorded", allocation))
+        self.launch(allocation, on_event)
+        if follow:
+            self.follow(allocation, on_event)
+        return allocation, True
+
+    # Helpers
+
+    def _duplicate(self, existing: Allocation, print_: str) -> Allocation:
+        if existing.request_fingerprint and existing.request_fingerprint != print_:
+            raise IdempotencyConflict(
+                f"This idempotency key was already used for allocation "
+                f"{existing.allocation_id} with a different request",
+                hint="Use a new key for a new request",
+            )
+        return existing
+
+    def _apply_states(self, allocation: Allocation, on_event: EventSink) -> None:
+        ids = [i.instance_id for i in allocation.instances]
+        described = self.provisioner.describe(ids)
+        changed = _states(described) != _states(allocation.instances)
+        allocation.instances = described
+        dead = [i for i in described if i.state in DEAD_STATES]
+        if dead:
+            reasons = "; ".join(
+                f"{i.instance_id} is {i.state}"
+                + (f" ({i.state_reason})" if i.state_reason else "")
+                for i in dead
+            )
+            error = AllocationError(
+                f"Instances stopped while starting: {reasons}",
+                hint="Try again, or try another instance type or zone",
+                code="instance_stopped",
+            )
+            self._fail(allocation, error, on_event)
+            return
+        if described and all(i.state == "running" for i in described):
+            allocation.state = AllocationState.RUNNING
+            self.ledger.save(allocation)
+            logger.info("Allocation %s is running", allocation.allocation_id)
+            on_event(StatusEvent("running", allocation))
+        elif changed:
+            self.ledger.save(allocation)
+
+    def _fail(
+        self, allocation: Allocation, error: AllocationError, on_event: EventSink
+    ) -> None:
+        allocation.state = AllocationState.FAILED
+        allocation.failure = Failure(
+            code=error.code, message=error.message, hint=error.hint
+        )
+        self.ledger.save(allocation)
+        logger.warning("Allocation %s failed: %s", allocation.allocation_id, error.code)
+        on_event(StatusEvent("failed", allocation))
+
+    def _tags(self, allocation: Allocation) -> dict[str, str]:
+        requester = allocation.requester
+        return {
+            "Name": f"{self.settings.app_tag}-{allocation.allocation_id}",
+            "AllocationId": allocation.allocation_id,
+            "RequestedBy": (requester.user_id or requester.name or "api")[:255],
+            "ManagedBy": self.settings.app_tag,
+        }
+
+
+def _states(instances: list[Instance]) -> list[tuple[str, str]]:
+    return [(i.instance_id, i.state) for i in instances]
+
+
+def _new_allocation(
+    allocation_id: str, request: AllocationRequest, plan: LaunchPlan, region: str
+) -> Allocation:
+    return Allocation(
+        allocation_id=allocation_id,
+        state=AllocationState.REQUESTED,
+        instance_type=request.instance_type,
+        quantity=request.quantity,
+        purpose=request.purpose,
+        requester=request.requester,
+        report_to=request.report_to,
+        region=region,
+        availability_zone=plan.availability_zone,
+        image_id=plan.image.image_id if plan.image else None,
+        architecture=plan.image.architecture if plan.image else None,
+    )

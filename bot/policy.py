@@ -1,0 +1,60 @@
+"""Who may allocate what: the allowed instance types and the count limit."""
+
+from __future__ import annotations
+
+import re
+
+from bot.config import Settings
+from bot.errors import InvalidRequest, NotAllowed
+from bot.models import normalize_instance_type
+
+COUNT_PATTERN = re.compile(r"^[0-9]{1,7}$")
+
+
+class Policy:
+    """Checks a request against the operator's limits before anything runs."""
+
+    def __init__(self, settings: Settings):
+        self.allowed_instance_types = settings.allowed_instance_types
+        self.max_instances = settings.max_instances
+
+    def parse_count(self, value: object, *, field: str = "quantity") -> int:
+        """Return a count from user input, or raise InvalidRequest naming `field`.
+
+        Accepts an int or a string of ASCII digits; rejects signs, decimals,
+        exponents ("1e3"), blanks and anything outside 1..max_instances.
+        """
+        if isinstance(value, bool):
+            raise InvalidRequest({field: "must be a whole number"})
+        if isinstance(value, int):
+            count = value
+        elif isinstance(value, str) and COUNT_PATTERN.fullmatch(value.strip()):
+            count = int(value.strip())
+        elif isinstance(value, str) and not value.strip():
+            raise InvalidRequest({field: "is required"})
+        else:
+            shown = str(value)[:20]
+            raise InvalidRequest({field: f"'{shown}' is not a whole number"})
+        self.check_count(count, field=field)
+        return count
+
+    def check_count(self, count: int, *, field: str = "quantity") -> None:
+        if count < 1:
+            raise InvalidRequest({field: "must be at least 1"})
+        if count > self.max_instances:
+            raise InvalidRequest(
+                {field: f"must be at most {self.max_instances} per allocation"}
+            )
+
+    def check_instance_type(self, value: str, *, field: str = "instance_type") -> str:
+        """Return the normalized type, or raise if it is malformed or not allowed."""
+        try:
+            name = normalize_instance_type(value)
+        except ValueError as error:
+            raise InvalidRequest({field: str(error)}) from None
+        if name not in self.allowed_instance_types:
+            raise NotAllowed(
+                f"{name} is not one of the instance types you can allocate here",
+                hint="Allowed: " + ", ".join(self.allowed_instance_types),
+            )
+        return name

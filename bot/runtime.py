@@ -1,0 +1,58 @@
+"""The process-wide objects: settings and the allocation service, built lazily."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from bot.allocations import AllocationService
+from bot.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Holds one AllocationService per process, created on first use.
+
+    Nothing here talks to AWS at construction, so a Slack acknowledgement
+    never waits for boto3 clients, DynamoDB or SSM.
+    """
+
+    def __init__(self, settings: Settings, service: AllocationService | None = None):
+        self.settings = settings
+        self._service = service
+        self._lock = threading.Lock()
+        self._prepared = threading.Event()
+
+    @property
+    def service(self) -> AllocationService:
+        if self._service is None:
+            with self._lock:
+                if self._service is None:
+                    self._service = AllocationService(self.settings)
+        return self._service
+
+    def prepare(self) -> None:
+        """Create the ledger table if needed and warm the instance type cache."""
+        service = self.service
+        service.ledger.ensure_table()
+        service.provisioner.warm(self.settings.allowed_instance_types)
+        self._prepared.set()
+
+    def prepare_in_background(self) -> threading.Thread:
+        """Run prepare() on a daemon thread, logging any failure."""
+
+        def run() -> None:
+            try:
+                self.prepare()
+            except Exception:
+                logger.exception(
+                    "Start-up check of AWS failed; allocations will retry on use"
+                )
+
+        thread = threading.Thread(target=run, name="prepare-aws", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_prepared(self, timeout: float | None = None) -> bool:
+        return self._prepared.wait(timeout)
