@@ -281,7 +281,10 @@ class AllocationService:
     ) -> None:
         allocation.state = AllocationState.FAILED
         allocation.failure = Failure(
-            code=error.code, message=error.message, hint=error.hint
+            code=error.code,
+            message=error.message,
+            hint=error.hint,
+            http_status=error.http_status,
         )
         self.ledger.save(allocation)
         logger.warning("Allocation %s failed: %s", allocation.allocation_id, error.code)

@@ -125,6 +125,7 @@ class Failure(BaseModel):
     code: str  # the AWS error code or one of this product's codes
     message: str
     hint: str | None = None
+    http_status: int | None = None  # what the JSON API answers for this failure
 
 
 class AllocationRequest(BaseModel):

@@ -1,0 +1,123 @@
+"""The work after the acknowledgement, shared by the slash command and the modal."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackClientError
+
+from bot.allocations import allocation_id_for
+from bot.errors import AllocationError
+from bot.models import AllocationRequest, Requester, SlackDestination
+from bot.runtime import Runtime
+from bot.slack import messages
+from bot.slack.reporting import Respond, SlackReporter
+
+logger = logging.getLogger(__name__)
+
+# Key under which the acknowledgement hands a checked request to the lazy listener.
+CONTEXT_KEY = "pending_allocation"
+
+
+@dataclass(frozen=True)
+class PendingAllocation:
+    """A request that passed the checks made before the acknowledgement."""
+
+    instance_type: str
+    quantity: int
+    idempotency_key: str
+    channel_id: str | None  # conversation to report in; None means a DM
+    purpose: str | None = None
+
+
+def run_allocation(
+    runtime: Runtime,
+    client: WebClient,
+    user_id: str,
+    team_id: str | None,
+    pending: PendingAllocation,
+    respond: Respond | None,
+) -> None:
+    """Allocate and report every status to the requester; never raise."""
+    service = runtime.service
+    reporter = SlackReporter(
+        client,
+        user_id,
+        pending.channel_id,
+        respond,
+        on_destination=service.set_destination,
+    )
+    reference = allocation_id_for(pending.idempotency_key)
+    try:
+        request = AllocationRequest(
+            instance_type=pending.instance_type,
+            quantity=pending.quantity,
+            purpose=pending.purpose,
+            requester=lookup_requester(client, user_id, team_id),
+            report_to=SlackDestination(channel_id=pending.channel_id)
+            if pending.channel_id
+            else None,
+        )
+        allocation, created = service.allocate(
+            request, pending.idempotency_key, on_event=reporter
+        )
+    except AllocationError as error:
+        _report_error(reporter, error, pending, reference)
+        return
+    except Exception:
+        logger.exception("Slack allocation %s failed unexpectedly", reference)
+        reporter.report_problem(messages.internal_error(reference))
+        return
+    if not created:
+        logger.info(
+            "Slack request repeated for allocation %s; already reported",
+            allocation.allocation_id,
+        )
+
+
+def _report_error(
+    reporter: SlackReporter,
+    error: AllocationError,
+    pending: PendingAllocation,
+    reference: str,
+) -> None:
+    if error.allocation_id is not None:
+        # The service marked the allocation failed and emitted the event that
+        # the reporter has already posted in the thread.
+        logger.info("Allocation %s ended with %s", error.allocation_id, error.code)
+        return
+    if reporter.allocation is not None:
+        logger.error(
+            "Allocation %s: %s after it was recorded",
+            reporter.allocation.allocation_id,
+            error.code,
+            exc_info=error,
+        )
+        reporter.report_problem(f":warning: {messages.problem(error)}")
+        return
+    logger.warning("Slack allocation %s rejected: %s", reference, error.code)
+    text = messages.rejected(error, pending.instance_type, pending.quantity)
+    reporter.send_ephemeral(text)
+
+
+def lookup_requester(client: WebClient, user_id: str, team_id: str | None) -> Requester:
+    """Return the requester with name and email from users.info, or just the ID."""
+    name = email = None
+    try:
+        user = client.users_info(user=user_id).get("user") or {}
+    except SlackClientError as error:
+        logger.warning("users.info failed for %s: %s", user_id, type(error).__name__)
+    else:
+        profile = user.get("profile") or {}
+        name = (
+            user.get("real_name")
+            or profile.get("real_name")
+            or profile.get("display_name")
+            or user.get("name")
+        )
+        email = profile.get("email")
+    return Requester(
+        source="slack", user_id=user_id, team_id=team_id, name=name, email=email
+    )

@@ -1,0 +1,67 @@
+"""Wiring of the Bolt app: one module per Slack surface, each with register()."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+
+from bot.runtime import Runtime
+from bot.slack import commands, views
+
+logger = logging.getLogger(__name__)
+
+
+def create_web_client(runtime: Runtime) -> WebClient:
+    """Return a WebClient for SLACK_API_URL that retries rate limits and resets."""
+    settings = runtime.settings
+    token = (
+        settings.slack_bot_token.get_secret_value()
+        if settings.slack_bot_token
+        else None
+    )
+    return WebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=10,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=2),
+            RateLimitErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    client: WebClient | None = None,
+    listener_executor: Executor | None = None,
+    token_verification: bool = True,
+) -> App:
+    """Build the Bolt app; lazy listeners do the slow work after each ack."""
+    settings = runtime.settings
+    secret = settings.slack_signing_secret
+    app = App(
+        client=client or create_web_client(runtime),
+        signing_secret=secret.get_secret_value() if secret else "",
+        process_before_response=True,
+        token_verification_enabled=token_verification,
+        listener_executor=listener_executor,
+    )
+    commands.register(app, runtime)
+    views.register(app, runtime)
+    app.error(_log_unhandled_error)
+    return app
+
+
+def _log_unhandled_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+    kind = body.get("type") or body.get("command") or "request"
+    logger.error("Unhandled error in a Slack %s listener", kind, exc_info=error)
+    return BoltResponse(status=500, body="")
