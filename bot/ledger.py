@@ -9,6 +9,7 @@ return the first allocation instead of launching again.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -30,11 +31,14 @@ class Ledger:
         self.settings = settings
         self.table_name = settings.allocations_table
         self._dynamodb = dynamodb
+        self._lock = threading.Lock()
 
     @property
     def dynamodb(self) -> Any:
         if self._dynamodb is None:
-            self._dynamodb = make_client("dynamodb", self.settings)
+            with self._lock:
+                if self._dynamodb is None:
+                    self._dynamodb = make_client("dynamodb", self.settings)
         return self._dynamodb
 
     def ensure_table(self) -> bool:

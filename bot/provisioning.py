@@ -43,13 +43,17 @@ class Provisioner:
     @property
     def ec2(self) -> Any:
         if self._ec2 is None:
-            self._ec2 = make_client("ec2", self.settings)
+            with self._lock:
+                if self._ec2 is None:
+                    self._ec2 = make_client("ec2", self.settings)
         return self._ec2
 
     @property
     def ssm(self) -> Any:
         if self._ssm is None:
-            self._ssm = make_client("ssm", self.settings)
+            with self._lock:
+                if self._ssm is None:
+                    self._ssm = make_client("ssm", self.settings)
         return self._ssm
 
     # Instance types
