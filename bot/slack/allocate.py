@@ -1,4 +1,9 @@
-"""The work after the acknowledgement, shared by the slash command and the modal."""
+"""The work after the acknowledgement, shared by the slash command and the modal.
+
+It runs on the adapter's executor once the acknowledgement is sent. Bolt's
+lazy listeners would do the same, but they deep-copy every request first,
+which made the acknowledgement several times slower.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,6 @@ from bot.slack import messages
 from bot.slack.reporting import Respond, SlackReporter
 
 logger = logging.getLogger(__name__)
-
-# Key under which the acknowledgement hands a checked request to the lazy listener.
-CONTEXT_KEY = "pending_allocation"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -17,6 +17,9 @@ from bot.runtime import Runtime
 from bot.slack import commands, views
 
 logger = logging.getLogger(__name__)
+
+# Allocations followed at once per process; each waits on EC2 most of the time.
+ALLOCATION_WORKERS = 32
 
 
 def create_web_client(runtime: Runtime) -> WebClient:
@@ -45,18 +48,26 @@ def create_app(
     listener_executor: Executor | None = None,
     token_verification: bool = True,
 ) -> App:
-    """Build the Bolt app; lazy listeners do the slow work after each ack."""
+    """Build the Bolt app.
+
+    Each listener acknowledges before it returns (process_before_response),
+    then submits the slow work to `listener_executor`, which defaults to a
+    thread pool of ALLOCATION_WORKERS threads.
+    """
     settings = runtime.settings
     secret = settings.slack_signing_secret
+    executor = listener_executor or ThreadPoolExecutor(
+        max_workers=ALLOCATION_WORKERS, thread_name_prefix="allocation"
+    )
     app = App(
         client=client or create_web_client(runtime),
         signing_secret=secret.get_secret_value() if secret else "",
         process_before_response=True,
         token_verification_enabled=token_verification,
-        listener_executor=listener_executor,
+        listener_executor=executor,
     )
-    commands.register(app, runtime)
-    views.register(app, runtime)
+    commands.register(app, runtime, executor)
+    views.register(app, runtime, executor)
     app.error(_log_unhandled_error)
     return app
 

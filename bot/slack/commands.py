@@ -1,23 +1,25 @@
 """The /allocate slash command.
 
 The acknowledgement parses and checks the text without touching AWS, answers
-at once, and hands the checked request to a lazy listener that allocates.
-With no text, it opens the modal while the trigger_id is still valid.
+at once, and submits the checked request to the executor, which allocates
+after the response has gone. With no text, it opens the modal while the
+trigger_id is still valid.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext, Respond
+from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.errors import AllocationError, InvalidRequest
 from bot.runtime import Runtime
 from bot.slack import messages
-from bot.slack.allocate import CONTEXT_KEY, PendingAllocation, run_allocation
+from bot.slack.allocate import PendingAllocation, run_allocation
 from bot.slack.views import build_modal
 
 logger = logging.getLogger(__name__)
@@ -26,22 +28,15 @@ COMMAND = "/allocate"
 HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 
 
-def register(app: App, runtime: Runtime) -> None:
+def register(app: App, runtime: Runtime, executor: Executor) -> None:
     def acknowledge(
-        ack: Ack, command: dict[str, Any], context: BoltContext, client: WebClient
+        ack: Ack, command: dict[str, Any], client: WebClient, respond: Respond
     ) -> None:
-        acknowledge_command(runtime, ack, command, context, client)
-
-    def allocate(
-        command: dict[str, Any],
-        context: BoltContext,
-        client: WebClient,
-        respond: Respond,
-    ) -> None:
-        pending = context.get(CONTEXT_KEY)
+        pending = acknowledge_command(runtime, ack, command, client)
         if pending is None:
             return
-        run_allocation(
+        executor.submit(
+            run_allocation,
             runtime,
             client,
             command["user_id"],
@@ -50,38 +45,34 @@ def register(app: App, runtime: Runtime) -> None:
             respond,
         )
 
-    app.command(COMMAND)(ack=acknowledge, lazy=[allocate])
+    app.command(COMMAND)(acknowledge)
 
 
 def acknowledge_command(
-    runtime: Runtime,
-    ack: Ack,
-    command: dict[str, Any],
-    context: BoltContext,
-    client: WebClient,
-) -> None:
-    """Answer within Slack's 3 seconds; store a checked request for the lazy step."""
+    runtime: Runtime, ack: Ack, command: dict[str, Any], client: WebClient
+) -> PendingAllocation | None:
+    """Answer within Slack's 3 seconds; return the checked request to run, if any."""
     name = command.get("command") or COMMAND
     text = (command.get("text") or "").strip()
     policy = runtime.service.policy
     if not text:
         ack(**_open_modal(runtime, client, command, name))
-        return
+        return None
     if text.lower() in HELP_WORDS:
         ack(text=messages.usage(name, policy.max_instances))
-        return
+        return None
     try:
         instance_type, quantity = parse_command_text(text, runtime)
     except AllocationError as error:
         ack(text=messages.invalid_command(error, name, policy.max_instances))
-        return
-    context[CONTEXT_KEY] = PendingAllocation(
+        return None
+    ack(text=messages.accepted(instance_type, quantity))
+    return PendingAllocation(
         instance_type=instance_type,
         quantity=quantity,
         idempotency_key="slack:command:" + (command.get("trigger_id") or ""),
         channel_id=command.get("channel_id"),
     )
-    ack(text=messages.accepted(instance_type, quantity))
 
 
 def parse_command_text(text: str, runtime: Runtime) -> tuple[str, int]:

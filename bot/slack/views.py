@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
@@ -17,7 +18,7 @@ from slack_sdk import WebClient
 from bot.errors import AllocationError, InvalidRequest
 from bot.runtime import Runtime
 from bot.slack import messages
-from bot.slack.allocate import CONTEXT_KEY, PendingAllocation, run_allocation
+from bot.slack.allocate import PendingAllocation, run_allocation
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +34,29 @@ MAX_OPTIONS = 100
 PURPOSE_MAX_LENGTH = 500
 
 
-def register(app: App, runtime: Runtime) -> None:
-    def acknowledge(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
-        acknowledge_submission(runtime, ack, body, context)
-
-    def allocate(
-        body: dict[str, Any], context: BoltContext, client: WebClient, respond: Respond
+def register(app: App, runtime: Runtime, executor: Executor) -> None:
+    def acknowledge(
+        ack: Ack,
+        body: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
+        respond: Respond,
     ) -> None:
-        pending = context.get(CONTEXT_KEY)
+        pending = acknowledge_submission(runtime, ack, body)
         if pending is None:
             return
         user = body.get("user") or {}
-        respond_or_none = respond if context.get("response_url") else None
-        run_allocation(
+        executor.submit(
+            run_allocation,
             runtime,
             client,
             user.get("id", ""),
             (body.get("team") or {}).get("id"),
             pending,
-            respond_or_none,
+            respond if context.get("response_url") else None,
         )
 
-    app.view_submission(CALLBACK_ID)(ack=acknowledge, lazy=[allocate])
+    app.view_submission(CALLBACK_ID)(acknowledge)
 
 
 def build_modal(runtime: Runtime, channel_id: str | None) -> dict[str, Any]:
@@ -157,16 +159,17 @@ def instance_type_groups(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 def acknowledge_submission(
-    runtime: Runtime, ack: Ack, body: dict[str, Any], context: BoltContext
-) -> None:
+    runtime: Runtime, ack: Ack, body: dict[str, Any]
+) -> PendingAllocation | None:
+    """Close the modal and return the request, or keep it open with field errors."""
     view = body.get("view") or {}
     try:
         pending = read_submission(runtime, view)
     except FieldErrors as errors:
         ack(response_action="errors", errors=errors.by_block)
-        return
-    context[CONTEXT_KEY] = pending
+        return None
     ack()
+    return pending
 
 
 class FieldErrors(Exception):
