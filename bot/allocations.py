@@ -140,9 +140,9 @@ class AllocationService:
         On an AWS error the record is marked failed, a `failed` event is
         emitted and the error is raised again with `allocation` attached.
         """
-        plan = self.provisioner.plan(allocation.instance_type)
         tags = self._tags(allocation)
         try:
+            plan = self.provisioner.plan(allocation.instance_type)
             instances = self.provisioner.launch(
                 plan, allocation.quantity, allocation.allocation_id, tags
             )

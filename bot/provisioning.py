@@ -80,11 +80,8 @@ class Provisioner:
         """Return one instance type, or raise if it does not exist or is not offered."""
         info = self.instance_types([name]).get(name)
         if info is None:
-            raise InvalidRequest(
-                {
-                    "instance_type": f"{name} is not an EC2 instance type in {self.region}"
-                }
-            )
+            problem = f"{name} is not an EC2 instance type in {self.region}"
+            raise InvalidRequest({"instance_type": problem})
         if not info.zones:
             raise AllocationError(
                 f"{name} is not offered in any Availability Zone of {self.region}",
@@ -143,12 +140,13 @@ class Provisioner:
         else:
             image = self._default_image(info)
         if image.architecture not in info.architectures:
+            runs = ", ".join(info.architectures)
+            problem = (
+                f"{info.name} runs {runs} but the AMI {image.image_id} "
+                f"({image.source}) is {image.architecture}"
+            )
             raise InvalidRequest(
-                {
-                    "instance_type": f"{info.name} runs {', '.join(info.architectures)} "
-                    f"but the AMI {image.image_id} ({image.source}) is "
-                    f"{image.architecture}"
-                },
+                {"instance_type": problem},
                 hint="Choose an instance type of that architecture, or ask the "
                 "operator to configure a matching AMI",
             )

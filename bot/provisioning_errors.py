@@ -100,7 +100,7 @@ def translate_client_error(
 
 
 def unreachable(error: BotoCoreError) -> AwsUnavailable:
-    """Return the error for a failure to reach AWS at all (network, timeout, credentials)."""
+    """Return the error for a failure to reach AWS: network, timeout, credentials."""
     return AwsUnavailable(
         type(error).__name__,
         "Could not reach AWS",

@@ -56,7 +56,9 @@ def running_bot(settings: Settings, service: AllocationService) -> Iterator[Slac
     executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lazy")
     app = create_wsgi_app(settings, runtime=runtime, listener_executor=executor)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     url = f"http://127.0.0.1:{server.port}"
     standin.request_url = url + "/slack/events"

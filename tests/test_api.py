@@ -71,7 +71,9 @@ def run_calls(service: AllocationService) -> list[dict[str, Any]]:
 def server(app: ApiApp) -> Iterator[int]:
     """Serve the app over HTTP on 127.0.0.1 and yield its port."""
     http_server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=http_server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield http_server.server_port
     http_server.shutdown()
