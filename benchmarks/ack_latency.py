@@ -93,7 +93,7 @@ def measure(app: App, count: int) -> list[float]:
         response = app.dispatch(request)
         durations.append(time.perf_counter() - start)
         if response.status != 200:
-            raise SystemExit(f"dispatch answered {response.status}: {response.body}")
+            raise SystemExit(f"dispatch returned {response.status}: {response.body}")
     return durations
 
 
@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
-    # Bolt calls auth.test once, on the first request; the stand-in answers it.
+    # Bolt calls auth.test once, on the first request, and the stand-in serves it.
     with SlackStandin(TOKEN, SECRET) as standin:
         bare = measure(bare_app(standin.api_url), args.requests)
         product = measure(product_app(standin.api_url), args.requests)

@@ -1,4 +1,4 @@
-"""Translation of AWS errors into messages that say what failed and what to try."""
+"""Translation of AWS errors into messages that state what failed and what to try."""
 
 from __future__ import annotations
 

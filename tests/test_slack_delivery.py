@@ -46,7 +46,7 @@ def test_dm_with_someone_else_reports_to_requester(bot):
     assert ids[0] in posts[-1]["text"]
 
 
-def test_channel_without_bot_reports_by_dm_with_invite_hint(bot):
+def test_unjoined_channel_reports_by_dm(bot):
     bot.standin.send_command("t3.micro 1", channel_id=OTHER_CHANNEL)
     bot.settle()
     first = bot.posts()[0]
@@ -75,7 +75,7 @@ def test_channel_not_found_reports_by_dm(bot):
     assert launched_ids()[0] in bot.posts()[-1]["text"]
 
 
-def test_no_channel_and_no_dm_falls_back_to_response_url(bot):
+def test_failed_dm_uses_response_url(bot):
     bot.standin.fail_next("chat.postMessage", "not_in_channel")
     bot.standin.fail_next("chat.postMessage", "messages_tab_disabled")
     bot.standin.send_command("t3.micro 1", channel_id=OTHER_CHANNEL)
@@ -107,7 +107,7 @@ def fail_run_instances(bot, code: str, message: str, status: int = 400) -> None:
     )
 
 
-def test_capacity_error_reply_names_type_zone_and_next_step(bot):
+def test_capacity_error_reply_names_zone(bot):
     fail_run_instances(
         bot,
         "InsufficientInstanceCapacity",

@@ -1,6 +1,6 @@
 """The /allocate slash command.
 
-The acknowledgement parses and checks the text without touching AWS, answers
+The acknowledgement parses and checks the text without touching AWS, replies
 at once, and submits the checked request to the executor, which allocates
 after the response has gone. With no text, it opens the modal while the
 trigger_id is still valid.
@@ -51,7 +51,7 @@ def register(app: App, runtime: Runtime, executor: Executor) -> None:
 def acknowledge_command(
     runtime: Runtime, ack: Ack, command: dict[str, Any], client: WebClient
 ) -> PendingAllocation | None:
-    """Answer within Slack's 3 seconds; return the checked request to run, if any."""
+    """Acknowledge within Slack's 3 seconds; return the checked request, if any."""
     name = command.get("command") or COMMAND
     text = (command.get("text") or "").strip()
     policy = runtime.service.policy

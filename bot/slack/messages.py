@@ -108,7 +108,7 @@ def allocation_summary(allocation: Allocation) -> str:
 def allocation_blocks(allocation: Allocation) -> list[dict[str, Any]]:
     """Blocks of the first message, which is updated as the state changes."""
     requester = allocation.requester
-    who = (
+    requested_by = (
         f"<@{requester.user_id}>"
         if requester.user_id
         else escape(requester.display_name)
@@ -118,7 +118,7 @@ def allocation_blocks(allocation: Allocation) -> list[dict[str, Any]]:
         f"*State*\n{STATE_LABELS[allocation.state]}",
         f"*Instance type*\n`{allocation.instance_type}`",
         f"*Count*\n{allocation.quantity}",
-        f"*Requested by*\n{who}",
+        f"*Requested by*\n{requested_by}",
         f"*Region*\n{allocation.region}",
     ]
     blocks: list[dict[str, Any]] = [

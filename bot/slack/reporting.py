@@ -1,11 +1,13 @@
 """Delivery of allocation status to the requester: channel, then DM, then response_url.
 
 The first message of an allocation goes to the conversation the requester
-chose. When the bot cannot post there (not a member, a DM between other
-people, an archived channel), it reports to the requester in a DM instead,
-and when even that fails, through the request's response_url, which works
-anywhere for 30 minutes. Every later status is a reply in the thread of the
-first message, and the first message is updated to the current state.
+chose. The bot cannot post there when it is not a member, in a DM between
+other people, or in an archived channel. Then it reports to the requester in
+a DM instead. When even that fails, it uses the request's response_url,
+which works in any conversation for 30 minutes after the request.
+
+Every later status is a reply in the thread of the first message, and the
+first message is updated to the current state.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ class SlackReporter:
                 replace_original=False,
             )
         except Exception:
-            logger.exception("response_url failed; the requester was not told")
+            logger.exception("Post to response_url failed; the requester got no report")
 
 
 def _error_code(error: SlackClientError) -> str:

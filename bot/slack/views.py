@@ -1,6 +1,6 @@
 """The allocation modal: building the form and handling its submission.
 
-Invalid values are answered with `response_action: errors`, keyed by the
+Invalid values get a `response_action: errors` response, keyed by the
 input block's block_id, so Slack keeps the modal open and shows each message
 under its field. A valid submission runs the same path as the command.
 """
