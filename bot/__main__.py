@@ -34,11 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--host", default="0.0.0.0", help="HTTP address to bind (serve mode)"
     )
-    args = parser.parse_args(argv)
+    # Options after "sandbox" (such as --verbose) belong to the sandbox's parser.
+    args, sandbox_args = parser.parse_known_args(argv)
     if args.mode == "sandbox":
         from bot.sandbox.main import run_sandbox
 
-        return run_sandbox()
+        return run_sandbox(sandbox_args)
+    if sandbox_args:
+        parser.error("unrecognized arguments: " + " ".join(sandbox_args))
     try:
         settings = Settings()
     except ValidationError as error:

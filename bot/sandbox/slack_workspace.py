@@ -497,7 +497,9 @@ class Workspace:
         if view.get("type") != "modal":
             raise ApiError("invalid_arguments", "view.type must be modal")
         stored = copy.deepcopy(view)
-        view_id = view_id or f"V{self._next_serial():010d}"
+        # Slack's view IDs are unique across workspaces and time, so a random
+        # part keeps two stand-ins in one process from issuing the same ID.
+        view_id = view_id or f"V{secrets.token_hex(5).upper()}"
         stored.setdefault("private_metadata", "")
         stored.setdefault("callback_id", "")
         stored.setdefault("external_id", "")

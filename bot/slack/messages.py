@@ -145,11 +145,17 @@ def allocation_blocks(allocation: Allocation) -> list[dict[str, Any]]:
 def launched(allocation: Allocation) -> str:
     ids = ", ".join(f"`{i.instance_id}`" for i in allocation.instances)
     zone = f" in {allocation.availability_zone}" if allocation.availability_zone else ""
-    return f":rocket: Launched {ids}{zone}. Waiting for them to run…"
+    waiting = "them" if len(allocation.instances) > 1 else "it"
+    return f":rocket: Launched {ids}{zone}. Waiting for {waiting} to run…"
 
 
 def running(allocation: Allocation) -> str:
-    lines = [":white_check_mark: All instances are running:"]
+    heading = (
+        "All instances are running:"
+        if len(allocation.instances) > 1
+        else "The instance is running:"
+    )
+    lines = [f":white_check_mark: {heading}"]
     lines += [f"• {instance_line(i)}" for i in allocation.instances]
     return "\n".join(lines)
 
