@@ -27,6 +27,7 @@ from bot.models import (
     Instance,
     LaunchPlan,
     SlackDestination,
+    utc_now,
 )
 from bot.policy import Policy
 from bot.provisioning import Provisioner
@@ -34,6 +35,10 @@ from bot.provisioning import Provisioner
 logger = logging.getLogger(__name__)
 
 EventKind = Literal["recorded", "launched", "running", "failed"]
+
+# A `requested` record older than this was left by a process that stopped
+# before launching; a launch takes seconds, so five minutes leaves a wide margin.
+STALLED_AFTER_SECONDS = 300
 
 # EC2 states after which an instance will not become `running`.
 DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
@@ -225,9 +230,15 @@ class AllocationService:
         on_event: EventSink = _ignore,
         follow: bool = True,
     ) -> tuple[Allocation, bool]:
-        """Run every step; a duplicate request returns the first record untouched."""
+        """Run every step; a duplicate request returns the first record untouched.
+
+        The one exception is a record that stayed `requested` for
+        STALLED_AFTER_SECONDS, which means the process that recorded it
+        stopped before launching. The duplicate then launches it, with the
+        same ClientToken, so EC2 still launches at most once.
+        """
         allocation, created = self.submit(request, idempotency_key)
-        if not created:
+        if not created and not self._claim_stalled(allocation):
             logger.info(
                 "Duplicate request for allocation %s ignored", allocation.allocation_id
             )
@@ -239,6 +250,22 @@ class AllocationService:
         return allocation, True
 
     # Helpers
+
+    def _claim_stalled(self, allocation: Allocation) -> bool:
+        """Take over a record that was never launched; return whether this call did."""
+        if allocation.state is not AllocationState.REQUESTED:
+            return False
+        age = (utc_now() - allocation.updated_at).total_seconds()
+        if age < STALLED_AFTER_SECONDS:
+            return False
+        if not self.ledger.save_if_unchanged(allocation, allocation.updated_at):
+            return False
+        logger.warning(
+            "Allocation %s was recorded %d s ago but never launched; launching it now",
+            allocation.allocation_id,
+            age,
+        )
+        return True
 
     def _duplicate(self, existing: Allocation, print_: str) -> Allocation:
         if existing.request_fingerprint and existing.request_fingerprint != print_:

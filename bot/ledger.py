@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -85,7 +86,7 @@ class Ledger:
         try:
             self.dynamodb.put_item(
                 TableName=self.table_name,
-                Item=_to_item(allocation),
+                Item=to_item(allocation),
                 ConditionExpression="attribute_not_exists(#pk)",
                 ExpressionAttributeNames={"#pk": PARTITION_KEY},
             )
@@ -101,13 +102,34 @@ class Ledger:
         try:
             self.dynamodb.put_item(
                 TableName=self.table_name,
-                Item=_to_item(allocation),
+                Item=to_item(allocation),
                 ConditionExpression="attribute_exists(#pk)",
                 ExpressionAttributeNames={"#pk": PARTITION_KEY},
             )
         except ClientError as error:
             raise _unavailable(error, "update the allocation") from error
         return allocation
+
+    def save_if_unchanged(self, allocation: Allocation, previous: datetime) -> bool:
+        """Save `allocation` only if nobody saved it since `previous`.
+
+        Returns False when the stored record's updated_at differs, so of two
+        processes that read the same record, only one wins the write.
+        """
+        allocation.updated_at = utc_now()
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table_name,
+                Item=to_item(allocation),
+                ConditionExpression="#updated = :previous",
+                ExpressionAttributeNames={"#updated": "updated_at"},
+                ExpressionAttributeValues={":previous": {"S": previous.isoformat()}},
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise _unavailable(error, "update the allocation") from error
+        return True
 
     def get(self, allocation_id: str) -> Allocation | None:
         try:
@@ -124,11 +146,12 @@ class Ledger:
         return Allocation.model_validate_json(item["record"]["S"])
 
 
-def _to_item(allocation: Allocation) -> dict[str, Any]:
+def to_item(allocation: Allocation) -> dict[str, Any]:
     item: dict[str, Any] = {
         PARTITION_KEY: {"S": allocation.allocation_id},
         "state": {"S": allocation.state.value},
         "created_at": {"S": allocation.created_at.isoformat()},
+        "updated_at": {"S": allocation.updated_at.isoformat()},
         "record": {"S": allocation.model_dump_json()},
     }
     if allocation.requester.user_id:

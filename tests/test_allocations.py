@@ -7,12 +7,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
 
-from bot.allocations import AllocationService, StatusEvent
+from bot.allocations import STALLED_AFTER_SECONDS, AllocationService, StatusEvent
 from bot.config import Settings
 from bot.errors import (
     AllocationNotFound,
@@ -22,7 +23,14 @@ from bot.errors import (
     InvalidRequest,
     NotAllowed,
 )
-from bot.models import AllocationRequest, AllocationState, Instance, Requester
+from bot.ledger import to_item as ledger_item
+from bot.models import (
+    AllocationRequest,
+    AllocationState,
+    Instance,
+    Requester,
+    utc_now,
+)
 from tests.aws_faults import (
     count_calls,
     fail_operation,
@@ -288,6 +296,55 @@ def test_allocate_same_key_concurrently_launches_once(
     assert len({allocation.allocation_id for allocation, _ in results}) == 1
     assert runs["RunInstances"] == 1
     assert [len(ids) for ids in instances_by_allocation(ec2).values()] == [1]
+
+
+def record_stalled(service: AllocationService, key: str, age_seconds: float) -> str:
+    """Record a request as a process would that stopped before launching it."""
+    allocation, _ = service.submit(make_request(), idempotency_key=key)
+    allocation.updated_at = utc_now() - timedelta(seconds=age_seconds)
+    service.ledger.dynamodb.put_item(
+        TableName=service.ledger.table_name, Item=ledger_item(allocation)
+    )
+    return allocation.allocation_id
+
+
+def test_allocate_launches_stalled_record(service: AllocationService) -> None:
+    allocation_id = record_stalled(service, "stalled", STALLED_AFTER_SECONDS + 60)
+
+    allocation, created = service.allocate(make_request(), idempotency_key="stalled")
+
+    assert created is True
+    assert allocation.allocation_id == allocation_id
+    assert allocation.state is AllocationState.RUNNING
+    assert len(allocation.instances) == 1
+
+
+def test_allocate_leaves_recent_record_alone(service: AllocationService) -> None:
+    runs = count_calls(service.provisioner.ec2, ["RunInstances"])
+    record_stalled(service, "in-progress", 5)
+
+    allocation, created = service.allocate(
+        make_request(), idempotency_key="in-progress"
+    )
+
+    assert created is False
+    assert allocation.state is AllocationState.REQUESTED
+    assert runs["RunInstances"] == 0
+
+
+def test_stalled_record_is_launched_once(service: AllocationService, ec2: Any) -> None:
+    create_clients(service)
+    runs = count_calls(service.provisioner.ec2, ["RunInstances"])
+    record_stalled(service, "stalled-race", STALLED_AFTER_SECONDS + 60)
+
+    results = run_at_once(
+        6, lambda _: service.allocate(make_request(), idempotency_key="stalled-race")
+    )
+
+    errors = [result for result in results if isinstance(result, Exception)]
+    assert errors == []
+    assert sum(created for _, created in results) == 1
+    assert runs["RunInstances"] == 1
 
 
 def test_allocate_rejects_key_reused_for_other_request(
