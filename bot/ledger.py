@@ -33,6 +33,8 @@ class Ledger:
         self.table_name = settings.allocations_table
         self._dynamodb = dynamodb
         self._lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._table_ready = False
 
     @property
     def dynamodb(self) -> Any:
@@ -46,8 +48,17 @@ class Ledger:
         """Create the table when it is missing and creation is enabled.
 
         Returns True when this call created it. Raises AwsUnavailable when the
-        table is missing and ALLOCATIONS_TABLE_CREATE is off.
+        table is missing and ALLOCATIONS_TABLE_CREATE is off. Safe to call
+        from several threads and processes at once.
         """
+        with self._table_lock:
+            if self._table_ready:
+                return False
+            created = self._create_table_if_missing()
+            self._table_ready = True
+            return created
+
+    def _create_table_if_missing(self) -> bool:
         try:
             self.dynamodb.describe_table(TableName=self.table_name)
             return False
@@ -60,7 +71,9 @@ class Ledger:
                 f"DynamoDB table {self.table_name} does not exist",
                 hint="Create it (partition key allocation_id, type S) or set "
                 "ALLOCATIONS_TABLE_CREATE=true",
+                http_status=503,
             )
+        created = True
         try:
             self.dynamodb.create_table(
                 TableName=self.table_name,
@@ -71,43 +84,43 @@ class Ledger:
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as error:
-            # Another replica starting at the same moment may have won the race.
-            if _code(error) == "ResourceInUseException":
-                return False
-            raise _unavailable(error, "create the table") from error
+            # Another process starting at the same moment may have created it.
+            if _code(error) != "ResourceInUseException":
+                raise _unavailable(error, "create the table") from error
+            created = False
         self.dynamodb.get_waiter("table_exists").wait(
             TableName=self.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
         )
-        logger.info("Created DynamoDB table %s", self.table_name)
-        return True
+        if created:
+            logger.info("Created DynamoDB table %s", self.table_name)
+        return created
 
     def insert(self, allocation: Allocation) -> bool:
         """Store a new record; return False if one with that ID already exists."""
-        try:
-            self.dynamodb.put_item(
-                TableName=self.table_name,
-                Item=to_item(allocation),
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY},
-            )
-        except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
-                return False
-            raise _unavailable(error, "record the allocation") from error
-        return True
+        response = self._write(
+            "record the allocation",
+            to_item(allocation),
+            ConditionExpression="attribute_not_exists(#pk)",
+            ExpressionAttributeNames={"#pk": PARTITION_KEY},
+        )
+        return response is not None
 
     def save(self, allocation: Allocation) -> Allocation:
         """Overwrite an existing record with `allocation`, stamping updated_at."""
         allocation.updated_at = utc_now()
-        try:
-            self.dynamodb.put_item(
-                TableName=self.table_name,
-                Item=to_item(allocation),
-                ConditionExpression="attribute_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY},
+        response = self._write(
+            "update the allocation",
+            to_item(allocation),
+            ConditionExpression="attribute_exists(#pk)",
+            ExpressionAttributeNames={"#pk": PARTITION_KEY},
+        )
+        if response is None:
+            raise AwsUnavailable(
+                "ConditionalCheckFailedException",
+                f"Allocation {allocation.allocation_id} is missing from the ledger",
+                hint="Tell the bot's operator; the table may have been replaced",
+                http_status=503,
             )
-        except ClientError as error:
-            raise _unavailable(error, "update the allocation") from error
         return allocation
 
     def save_if_unchanged(self, allocation: Allocation, previous: datetime) -> bool:
@@ -117,33 +130,56 @@ class Ledger:
         processes that read the same record, only one wins the write.
         """
         allocation.updated_at = utc_now()
-        try:
-            self.dynamodb.put_item(
-                TableName=self.table_name,
-                Item=to_item(allocation),
-                ConditionExpression="#updated = :previous",
-                ExpressionAttributeNames={"#updated": "updated_at"},
-                ExpressionAttributeValues={":previous": {"S": previous.isoformat()}},
-            )
-        except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
-                return False
-            raise _unavailable(error, "update the allocation") from error
-        return True
+        response = self._write(
+            "update the allocation",
+            to_item(allocation),
+            ConditionExpression="#updated = :previous",
+            ExpressionAttributeNames={"#updated": "updated_at"},
+            ExpressionAttributeValues={":previous": {"S": previous.isoformat()}},
+        )
+        return response is not None
 
     def get(self, allocation_id: str) -> Allocation | None:
-        try:
-            response = self.dynamodb.get_item(
-                TableName=self.table_name,
-                Key={PARTITION_KEY: {"S": allocation_id}},
-                ConsistentRead=True,
-            )
-        except ClientError as error:
-            raise _unavailable(error, "read the allocation") from error
+        response = self._call(
+            "read the allocation",
+            self.dynamodb.get_item,
+            Key={PARTITION_KEY: {"S": allocation_id}},
+            ConsistentRead=True,
+        )
         item = response.get("Item")
         if item is None:
             return None
         return Allocation.model_validate_json(item["record"]["S"])
+
+    def _write(self, action: str, item: dict[str, Any], **params: Any) -> Any:
+        """Put `item` under a condition; return None when the condition fails."""
+        try:
+            return self._call(action, self.dynamodb.put_item, Item=item, **params)
+        except ConditionFailed:
+            return None
+
+    def _call(self, action: str, operation: Any, **params: Any) -> Any:
+        """Run a table operation, creating the table once if it is missing.
+
+        The first request may arrive before the start-up check has created
+        the table, so a missing table is created here too rather than failing.
+        """
+        try:
+            return operation(TableName=self.table_name, **params)
+        except ClientError as error:
+            if _code(error) != "ResourceNotFoundException":
+                raise _translate(error, action) from error
+        logger.warning("DynamoDB table %s is missing; creating it", self.table_name)
+        self._table_ready = False
+        self.ensure_table()
+        try:
+            return operation(TableName=self.table_name, **params)
+        except ClientError as error:
+            raise _translate(error, action) from error
+
+
+class ConditionFailed(Exception):
+    """A conditional write found the record in another state than required."""
 
 
 def to_item(allocation: Allocation) -> dict[str, Any]:
@@ -161,6 +197,12 @@ def to_item(allocation: Allocation) -> dict[str, Any]:
 
 def _code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "Unknown")
+
+
+def _translate(error: ClientError, action: str) -> Exception:
+    if _code(error) == "ConditionalCheckFailedException":
+        return ConditionFailed()
+    return _unavailable(error, action)
 
 
 def _unavailable(error: ClientError, action: str) -> AwsUnavailable:

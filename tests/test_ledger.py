@@ -188,3 +188,22 @@ def test_item_has_top_level_query_attributes(
     assert item["state"] == {"S": "failed"}
     assert item["requester_id"] == {"S": "U0123ABCD"}
     assert item["created_at"] == {"S": allocation.created_at.isoformat()}
+
+
+def test_insert_creates_missing_table(aws: None, settings: Settings) -> None:
+    """A request that arrives before the start-up check still gets recorded."""
+    ledger = Ledger(settings)
+
+    inserted = ledger.insert(make_allocation())
+
+    assert inserted is True
+    assert ledger.get("alloc-0000000000000001") is not None
+
+
+def test_get_without_table_reports_missing_table(aws: None, settings: Settings) -> None:
+    ledger = Ledger(settings.model_copy(update={"create_table": False}))
+
+    with pytest.raises(AwsUnavailable) as raised:
+        ledger.get("alloc-0000000000000001")
+
+    assert settings.allocations_table in raised.value.message
