@@ -1,4 +1,4 @@
-"""`python -m bot` and gunicorn, run as processes against moto and the Slack stand-in."""
+"""`python -m bot` and gunicorn as processes, against moto and the Slack stand-in."""
 
 from __future__ import annotations
 
