@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -17,7 +18,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.config import Settings
-from bot.errors import AllocationError, AllocationNotFound, IdempotencyConflict
+from bot.errors import (
+    AllocationError,
+    AllocationNotFound,
+    AwsUnavailable,
+    IdempotencyConflict,
+)
 from bot.ledger import Ledger
 from bot.models import (
     Allocation,
@@ -39,6 +45,9 @@ EventKind = Literal["recorded", "launched", "running", "failed"]
 # A `requested` record older than this was left by a process that stopped
 # before launching; a launch takes seconds, so five minutes leaves a wide margin.
 STALLED_AFTER_SECONDS = 300
+
+# Characters outside the set the AWS tagging guidelines allow in any service.
+TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
 # EC2 states after which an instance will not become `running`.
 DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
@@ -142,8 +151,11 @@ class AllocationService:
     ) -> Allocation:
         """Launch the recorded allocation with one RunInstances call.
 
-        On an AWS error the record is marked failed, a `failed` event is
-        emitted and the error is raised again with `allocation` attached.
+        On an error the record is marked failed, a `failed` event is emitted
+        and the error is raised with `allocation_id` set. Once EC2 has
+        launched, a failure to save the record is logged and not raised: the
+        `launched` event still carries the instance IDs, and the tags link
+        the instances back to the record (see reconcile).
         """
         tags = self._tags(allocation)
         try:
@@ -155,15 +167,32 @@ class AllocationService:
             self._fail(allocation, error, on_event)
             error.allocation_id = allocation.allocation_id
             raise
+        except Exception as unexpected:
+            # For example a response botocore cannot parse: EC2 may have
+            # launched, and only the AllocationId tag tells.
+            logger.exception(
+                "Allocation %s: RunInstances failed unexpectedly",
+                allocation.allocation_id,
+            )
+            tag = f"AllocationId={allocation.allocation_id}"
+            error = AwsUnavailable(
+                "launch_outcome_unknown",
+                "The launch failed in an unexpected way; instances may exist",
+                hint=f"Look for instances tagged {tag} in the EC2 console, "
+                "and tell the bot's operator",
+            )
+            self._fail(allocation, error, on_event)
+            error.allocation_id = allocation.allocation_id
+            raise error from unexpected
         allocation.instances = instances
         allocation.state = AllocationState.PENDING
-        self.ledger.save(allocation)
         logger.info(
             "Allocation %s launched %s",
             allocation.allocation_id,
             ", ".join(i.instance_id for i in instances),
         )
-        on_event(StatusEvent("launched", allocation))
+        self._emit(on_event, "launched", allocation)
+        self._save_or_log(allocation)
         return allocation
 
     def follow(
@@ -201,11 +230,32 @@ class AllocationService:
         return allocation
 
     def refresh(self, allocation_id: str) -> Allocation:
-        """Return the record, updated from EC2 when it is still pending."""
+        """Return the record, updated from EC2 when it is not final yet."""
         allocation = self.get(allocation_id)
+        if allocation.state is AllocationState.REQUESTED:
+            self.reconcile(allocation)
         if allocation.state is AllocationState.PENDING:
             self._apply_states(allocation, _ignore)
         return allocation
+
+    def reconcile(self, allocation: Allocation) -> bool:
+        """Adopt instances tagged with the allocation's ID into a `requested` record.
+
+        A record stays `requested` when its process stopped, or DynamoDB
+        failed, right after RunInstances. Returns whether instances were found.
+        """
+        found = self.provisioner.find_instances(allocation.allocation_id)
+        if not found:
+            return False
+        allocation.instances = found
+        allocation.state = AllocationState.PENDING
+        logger.warning(
+            "Allocation %s: found %d launched instances not in its record",
+            allocation.allocation_id,
+            len(found),
+        )
+        self._save_or_log(allocation)
+        return True
 
     def set_destination(
         self, allocation: Allocation, destination: SlackDestination
@@ -234,8 +284,9 @@ class AllocationService:
 
         The one exception is a record that stayed `requested` for
         STALLED_AFTER_SECONDS, which means the process that recorded it
-        stopped before launching. The duplicate then launches it, with the
-        same ClientToken, so EC2 still launches at most once.
+        stopped around the launch. The duplicate adopts the instances tagged
+        with its ID if there are any, and launches otherwise, with the same
+        ClientToken, so EC2 launches at most once.
         """
         allocation, created = self.submit(request, idempotency_key)
         if not created and not self._claim_stalled(allocation):
@@ -243,8 +294,11 @@ class AllocationService:
                 "Duplicate request for allocation %s ignored", allocation.allocation_id
             )
             return allocation, False
-        on_event(StatusEvent("recorded", allocation))
-        self.launch(allocation, on_event)
+        self._emit(on_event, "recorded", allocation)
+        if created or not self.reconcile(allocation):
+            self.launch(allocation, on_event)
+        else:
+            self._emit(on_event, "launched", allocation)
         if follow:
             self.follow(allocation, on_event)
         return allocation, True
@@ -297,11 +351,11 @@ class AllocationService:
             return
         if described and all(i.state == "running" for i in described):
             allocation.state = AllocationState.RUNNING
-            self.ledger.save(allocation)
             logger.info("Allocation %s is running", allocation.allocation_id)
-            on_event(StatusEvent("running", allocation))
+            self._emit(on_event, "running", allocation)
+            self._save_or_log(allocation)
         elif changed:
-            self.ledger.save(allocation)
+            self._save_or_log(allocation)
 
     def _fail(
         self, allocation: Allocation, error: AllocationError, on_event: EventSink
@@ -313,18 +367,59 @@ class AllocationService:
             hint=error.hint,
             http_status=error.http_status,
         )
-        self.ledger.save(allocation)
         logger.warning("Allocation %s failed: %s", allocation.allocation_id, error.code)
-        on_event(StatusEvent("failed", allocation))
+        self._emit(on_event, "failed", allocation)
+        self._save_or_log(allocation)
+
+    def _emit(
+        self, on_event: EventSink, kind: EventKind, allocation: Allocation
+    ) -> None:
+        """Send an event to the adapter; a failure to report never stops the work."""
+        try:
+            on_event(StatusEvent(kind, allocation))
+        except Exception:
+            logger.exception(
+                "Allocation %s: reporting the %s event failed",
+                allocation.allocation_id,
+                kind,
+            )
+
+    def _save_or_log(self, allocation: Allocation) -> bool:
+        """Save the record; on failure log it with the instance IDs and go on.
+
+        The next save writes the whole record again, and reconcile() finds
+        instances by their tags, so a missed save loses nothing for good.
+        """
+        try:
+            self.ledger.save(allocation)
+        except AllocationError as error:
+            logger.error(
+                "Allocation %s: could not save state %s with instances %s (%s)",
+                allocation.allocation_id,
+                allocation.state.value,
+                ", ".join(i.instance_id for i in allocation.instances) or "none",
+                error.code,
+            )
+            return False
+        return True
 
     def _tags(self, allocation: Allocation) -> dict[str, str]:
         requester = allocation.requester
         return {
             "Name": f"{self.settings.app_tag}-{allocation.allocation_id}",
             "AllocationId": allocation.allocation_id,
-            "RequestedBy": (requester.user_id or requester.name or "api")[:255],
+            "RequestedBy": tag_value(requester.user_id or requester.name or "api"),
             "ManagedBy": self.settings.app_tag,
         }
+
+
+def tag_value(text: str) -> str:
+    """Return `text` limited to the characters every AWS service accepts in tags.
+
+    Letters, digits, spaces and `_ . : / = + - @` are allowed; anything else
+    becomes `_`, and the value is cut to EC2's limit of 255 characters.
+    """
+    return TAG_UNSAFE.sub("_", text)[:255]
 
 
 def _states(instances: list[Instance]) -> list[tuple[str, str]]:

@@ -35,7 +35,9 @@ class Provisioner:
         self.region = settings.aws_region
         self._ec2 = ec2
         self._ssm = ssm
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the lookup caches
+        # Creating a client takes a while; the caches must stay readable meanwhile.
+        self._client_lock = threading.Lock()
         self._types: dict[str, InstanceTypeInfo] = {}
         self._images: dict[str, Image] = {}  # keyed by architecture or AMI ID
         self._subnet_zones: dict[str, str] | None = None
@@ -43,7 +45,7 @@ class Provisioner:
     @property
     def ec2(self) -> Any:
         if self._ec2 is None:
-            with self._lock:
+            with self._client_lock:
                 if self._ec2 is None:
                     self._ec2 = make_client("ec2", self.settings)
         return self._ec2
@@ -51,7 +53,7 @@ class Provisioner:
     @property
     def ssm(self) -> Any:
         if self._ssm is None:
-            with self._lock:
+            with self._client_lock:
                 if self._ssm is None:
                     self._ssm = make_client("ssm", self.settings)
         return self._ssm
@@ -310,6 +312,24 @@ class Provisioner:
             for item in reservation.get("Instances", [])
         }
         return [found.get(i, Instance(instance_id=i, state="pending")) for i in ids]
+
+    def find_instances(self, allocation_id: str) -> list[Instance]:
+        """Return the instances tagged with the allocation ID, terminated ones aside."""
+        response = self._call(
+            "DescribeInstances",
+            Filters=[
+                {"Name": "tag:AllocationId", "Values": [allocation_id]},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                },
+            ],
+        )
+        return [
+            _instance(item)
+            for reservation in response.get("Reservations", [])
+            for item in reservation.get("Instances", [])
+        ]
 
     def terminate(self, instance_ids: Iterable[str]) -> None:
         ids = list(instance_ids)

@@ -23,6 +23,7 @@ class Runtime:
         self._service = service
         self._lock = threading.Lock()
         self._prepared = threading.Event()
+        self.background: threading.Thread | None = None  # the start-up check
 
     @property
     def service(self) -> AllocationService:
@@ -52,6 +53,7 @@ class Runtime:
 
         thread = threading.Thread(target=run, name="prepare-aws", daemon=True)
         thread.start()
+        self.background = thread
         return thread
 
     def wait_prepared(self, timeout: float | None = None) -> bool:

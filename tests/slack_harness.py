@@ -68,3 +68,7 @@ def running_bot(settings: Settings, service: AllocationService) -> Iterator[Slac
         executor.shutdown(wait=True)
         server.shutdown()
         standin.stop()
+        # The start-up check must end while moto is still in place, or it
+        # would go on to call the real AWS endpoints.
+        if runtime.background is not None:
+            runtime.background.join(timeout=30)
