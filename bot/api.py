@@ -39,7 +39,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from bot.errors import AllocationError, InvalidRequest, NotAllowed
-from bot.models import Allocation, AllocationRequest, AllocationState, Requester
+from bot.models import (
+    Allocation,
+    AllocationRequest,
+    AllocationState,
+    Requester,
+    has_control_characters,
+)
 from bot.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -99,13 +105,25 @@ class UserInfo(BaseModel):
     ]
     email: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if has_control_characters(value) or "\n" in value or "\t" in value:
+            raise ValueError("must not contain control characters or line breaks")
+        return value
+
     @field_validator("email")
     @classmethod
     def _check_email(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
         email = value.strip()
-        if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.fullmatch(email):
+        too_long = len(email) > MAX_EMAIL_LENGTH
+        if (
+            too_long
+            or has_control_characters(email)
+            or not EMAIL_PATTERN.fullmatch(email)
+        ):
             raise ValueError("is not an email address such as name@example.com")
         return email
 
@@ -119,6 +137,13 @@ class AllocateBody(BaseModel):
     quantity: int = 1
     user_info: UserInfo
     purpose: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @field_validator("purpose")
+    @classmethod
+    def _check_purpose(cls, value: str | None) -> str | None:
+        if value is not None and has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -169,11 +194,24 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
         )
     try:
         value = json.loads(data, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        problem = f"is not valid JSON: {error.msg} at line {error.lineno}"
+    except UnicodeDecodeError:
+        problem = "is not UTF-8 text"
+    except RecursionError:
+        problem = "is nested too deeply"
     except ValueError as error:
+        # _reject_constant's message, or int() refusing a number of thousands
+        # of digits, whose message talks about interpreter settings.
+        text = str(error)
+        problem = text if text.endswith("is not allowed") else "has a number too long"
+    else:
+        problem = None
+    if problem is not None:
         raise InvalidRequest(
-            {"body": f"is not valid JSON ({error})"},
+            {"body": problem},
             hint="Send a JSON object with resource_type and user_info",
-        ) from None
+        )
     if not isinstance(value, dict):
         kind = "null" if value is None else type(value).__name__
         kind = {"list": "an array", "str": "a string"}.get(kind, kind)
@@ -253,9 +291,11 @@ def replayed_error(allocation: Allocation) -> AllocationError:
     failure = allocation.failure
     code = failure.code if failure else "allocation_failed"
     status = failure.http_status if failure and failure.http_status else 502
+    retry = "To try again, send the request with a new Idempotency-Key."
+    hint = f"{failure.hint}. {retry}" if failure and failure.hint else retry
     error = AllocationError(
         failure.message if failure else "The launch failed",
-        hint=failure.hint if failure else None,
+        hint=hint,
         code=code,
     )
     error.http_status = status
@@ -423,6 +463,8 @@ class ApiApp:
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return None
+        # Whitespace around a header value is not part of it (RFC 9110, 5.5).
+        key = key.strip(" \t")
         if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
             raise InvalidRequest(
                 {"Idempotency-Key": "must be 1 to 255 printable ASCII characters"}
@@ -520,7 +562,9 @@ class ApiApp:
         headers: dict[str, str] = dict(outcome.extra_headers)
         if isinstance(error, ApiError):
             headers.update(error.headers)
-        if error.http_status == 503:
+        # A replayed failure is final for its Idempotency-Key, so it carries no
+        # Retry-After; its hint asks for a new key instead.
+        if error.http_status == 503 and "Idempotent-Replayed" not in headers:
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if error.allocation_id:
             headers["Location"] = _location(request, error.allocation_id)

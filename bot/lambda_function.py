@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Response
@@ -107,7 +107,12 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                 hint="Try again in a minute; if it persists, tell the operator",
             )
 
-    response = Response.from_app(container.app, request.environ())
+    try:
+        environ = request.environ()
+    except ValueError as error:  # a header value with a line break, for example
+        logger.warning("Event could not become a WSGI request: %s", error)
+        return error_result(400, "invalid_event", "The request could not be read")
+    response = Response.from_app(container.app, environ)
     return proxy_result(response)
 
 
@@ -187,6 +192,9 @@ def parse_event(event: Any) -> ProxyRequest:
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidEvent("The event's path does not start with /")
     path, script_root = strip_stage(path, context.get("stage"))
+    # The path arrives decoded; "?" or "#" in it would otherwise be read as
+    # the start of a query or fragment when the WSGI request is built.
+    path = quote(path, safe="/:@!$&'()*+,;=-._~%")
     return ProxyRequest(
         method=method.upper(),
         path=path,
@@ -256,11 +264,16 @@ def _headers_v2(event: dict[str, Any]) -> list[tuple[str, str]]:
 def _query_string_v1(event: dict[str, Any]) -> str:
     multi = event.get("multiValueQueryStringParameters")
     if isinstance(multi, dict) and multi:
-        pairs = [(name, value) for name, values in multi.items() for value in values]
+        pairs = [
+            (name, value)
+            for name, values in multi.items()
+            for value in (values or [])
+            if value is not None
+        ]
         return urlencode(pairs)
     single = event.get("queryStringParameters")
     if isinstance(single, dict) and single:
-        return urlencode(list(single.items()))
+        return urlencode([(k, v) for k, v in single.items() if v is not None])
     return ""
 
 
@@ -270,7 +283,7 @@ def _body(event: dict[str, Any]) -> bytes:
         return b""
     if not isinstance(body, str):
         raise InvalidEvent("The event's body is not a string")
-    if event.get("isBase64Encoded"):
+    if event.get("isBase64Encoded") in (True, "true", "True"):
         try:
             return base64.b64decode(body, validate=True)
         except binascii.Error:

@@ -14,6 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 INSTANCE_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,24}\.[a-z0-9-]{1,24}$")
 
 
+# C0 and C1 control characters and DEL, except tab and line feed.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def has_control_characters(text: str) -> bool:
+    """Return whether `text` contains a control character other than tab or newline.
+
+    Such characters can rewrite a terminal, break EC2's XML responses when
+    they reach a tag, and have no place in a name or a purpose.
+    """
+    return CONTROL_CHARACTERS.search(text) is not None
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """Return `text` cut to `limit` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -22,8 +40,9 @@ def normalize_instance_type(value: str) -> str:
     """Return the instance type in the lower case EC2 uses, or raise ValueError."""
     name = value.strip().lower()
     if not INSTANCE_TYPE_PATTERN.fullmatch(name):
+        shown = CONTROL_CHARACTERS.sub("?", shorten(value.strip()))
         raise ValueError(
-            f"'{value.strip()[:40]}' is not an instance type name; "
+            f"'{shown}' is not an instance type name; "
             "use a name such as t3.micro or m5.large"
         )
     return name
@@ -148,10 +167,12 @@ class AllocationRequest(BaseModel):
 
     @field_validator("purpose", mode="before")
     @classmethod
-    def _blank_purpose_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
+    def _check_purpose(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value.strip() or None
 
 
 class Allocation(BaseModel):

@@ -6,9 +6,15 @@ import re
 
 from bot.config import Settings
 from bot.errors import InvalidRequest, NotAllowed
-from bot.models import normalize_instance_type
+from bot.models import (
+    CONTROL_CHARACTERS,
+    has_control_characters,
+    normalize_instance_type,
+    shorten,
+)
 
-COUNT_PATTERN = re.compile(r"^[0-9]{1,7}$")
+COUNT_PATTERN = re.compile(r"^[0-9]+$")
+PURPOSE_MAX_LENGTH = 500
 
 
 class Policy:
@@ -26,14 +32,16 @@ class Policy:
         """
         if isinstance(value, bool):
             raise InvalidRequest({field: "must be a whole number"})
+        text = value.strip() if isinstance(value, str) else None
         if isinstance(value, int):
             count = value
-        elif isinstance(value, str) and COUNT_PATTERN.fullmatch(value.strip()):
-            count = int(value.strip())
-        elif isinstance(value, str) and not value.strip():
+        elif text and COUNT_PATTERN.fullmatch(text):
+            # Any run of digits is a number; a very long one is just too large.
+            count = int(text) if len(text) <= 9 else self.max_instances + 1
+        elif text == "":
             raise InvalidRequest({field: "is required"})
         else:
-            shown = str(value)[:20]
+            shown = CONTROL_CHARACTERS.sub("?", shorten(str(value), 20))
             raise InvalidRequest({field: f"'{shown}' is not a whole number"})
         self.check_count(count, field=field)
         return count
@@ -45,6 +53,18 @@ class Policy:
             raise InvalidRequest(
                 {field: f"must be at most {self.max_instances} per allocation"}
             )
+
+    def check_purpose(self, value: str | None, *, field: str = "purpose") -> str | None:
+        """Return the purpose stripped, None when blank, or raise InvalidRequest."""
+        if value is None or not value.strip():
+            return None
+        if has_control_characters(value):
+            raise InvalidRequest({field: "must not contain control characters"})
+        if len(value) > PURPOSE_MAX_LENGTH:
+            raise InvalidRequest(
+                {field: f"must be at most {PURPOSE_MAX_LENGTH} characters"}
+            )
+        return value.strip()
 
     def check_instance_type(self, value: str, *, field: str = "instance_type") -> str:
         """Return the normalized type, or raise if it is malformed or not allowed."""

@@ -737,3 +737,90 @@ def test_trailing_slash_served_without_redirect(client: Client) -> None:
 
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok"}
+
+
+# Hostile input
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("user_info.name", allocate_body(user_info={"name": "A\u0000\u001b[31mB"})),
+        ("user_info.name", allocate_body(user_info={"name": "Ada\nLovelace"})),
+        (
+            "user_info.email",
+            allocate_body(user_info={"name": NAME, "email": "a\x07@b.c"}),
+        ),
+        ("purpose", allocate_body(purpose="load\u001b]0;title\u0007test")),
+    ],
+)
+def test_allocate_rejects_control_characters(
+    client: Client, service: AllocationService, field: str, body: dict[str, Any]
+) -> None:
+    response = post(client, body)
+
+    assert response.status_code == 400
+    assert field in response.get_json()["error"]["fields"]
+    assert service.provisioner.ec2.describe_instances()["Reservations"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 30000 + "]" * 30000, '{"user_info": ' + '{"a": ' * 5000 + "1" + "}" * 5001],
+)
+def test_allocate_rejects_deep_nesting(client: Client, body: str) -> None:
+    response = post(client, body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["fields"]["body"] == "is nested too deeply"
+
+
+def test_allocate_rejects_huge_number_plainly(client: Client) -> None:
+    response = post(client, '{"quantity": ' + "9" * 5000 + "}")
+    problem = response.get_json()["error"]["fields"]["body"]
+
+    assert response.status_code == 400
+    assert problem == "has a number too long"
+
+
+def test_idempotency_key_ignores_surrounding_whitespace(
+    client: Client, run_calls: list[dict[str, Any]]
+) -> None:
+    first = post(client, allocate_body(), headers={"Idempotency-Key": "ws-key"})
+    second = post(client, allocate_body(), headers={"Idempotency-Key": "ws-key \t"})
+
+    assert second.get_json()["allocation_id"] == first.get_json()["allocation_id"]
+    assert len(run_calls) == 1
+
+
+def test_replayed_capacity_error_asks_for_new_key(
+    client: Client, service: AllocationService
+) -> None:
+    inject_error(service, "InsufficientInstanceCapacity", "no capacity", 500)
+    headers = {"Idempotency-Key": "order-46"}
+    first = post(client, allocate_body(), headers=headers)
+
+    second = post(client, allocate_body(), headers=headers)
+
+    assert first.headers.get("Retry-After") is not None
+    assert second.headers.get("Retry-After") is None
+    assert "new Idempotency-Key" in second.get_json()["error"]["hint"]
+
+
+def test_launch_survives_failed_ledger_save(
+    client: Client, service: AllocationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EC2 launched, DynamoDB failed: the client still gets the instance IDs."""
+    from bot.errors import AwsUnavailable
+
+    def fail_save(*_: Any, **__: Any) -> None:
+        raise AwsUnavailable("InternalServerError", "Could not update", http_status=503)
+
+    monkeypatch.setattr(service.ledger, "save", fail_save)
+
+    response = post(client, allocate_body())
+    body = response.get_json()
+
+    assert response.status_code == 200
+    assert len(body["instances"]) == 1
+    assert body["instances"][0]["instance_id"].startswith("i-")
