@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "werkzeug", "slack_bolt.App")
+# Libraries whose debug output contains request and response bodies (emails,
+# response_url tokens), so they stay at WARNING whatever LOG_LEVEL says.
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "werkzeug", "slack_bolt", "slack_sdk")
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from bot.errors import AllocationError, AwsRejected, AwsUnavailable, InvalidRequest
 
@@ -101,6 +106,14 @@ def translate_client_error(
 
 def unreachable(error: BotoCoreError) -> AwsUnavailable:
     """Return the error for a failure to reach AWS: network, timeout, credentials."""
+    if isinstance(error, NoCredentialsError | PartialCredentialsError):
+        return AwsUnavailable(
+            "NoCredentials",
+            "The bot has no AWS credentials",
+            hint="Tell the bot's operator: give it an IAM role or set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            http_status=503,
+        )
     return AwsUnavailable(
         type(error).__name__,
         "Could not reach AWS",

@@ -32,6 +32,12 @@ class WsgiApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == SLACK_PATH and self.slack is not None:
+            timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
+            # slack_sdk's verifier raises on a timestamp that is not a number,
+            # which Bolt turns into a 500 with a traceback in the log.
+            if not (timestamp.isascii() and timestamp.isdigit()):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+                return [b"Invalid request timestamp"]
             return self.slack(environ, start_response)
         return self.api(environ, start_response)
 
@@ -48,6 +54,11 @@ def create_wsgi_app(
         configure_logging(settings.log_level)
         runtime = Runtime(settings)
     bolt_app = None
+    if slack and not settings.slack_signing_secret:
+        raise SystemExit(
+            "error: SLACK_SIGNING_SECRET is not set; Slack requests cannot be "
+            "verified. To try the bot without Slack, run: python -m bot sandbox"
+        )
     if slack:
         from bot.slack.app import create_app
 

@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackClientError
 
 from bot.allocations import allocation_id_for
 from bot.errors import AllocationError
-from bot.models import AllocationRequest, Requester, SlackDestination
+from bot.models import AllocationRequest, AllocationState, Requester, SlackDestination
 from bot.runtime import Runtime
 from bot.slack import messages
 from bot.slack.reporting import Respond, SlackReporter
@@ -44,20 +44,22 @@ def run_allocation(
 ) -> None:
     """Allocate and report every status to the requester; never raise."""
     service = runtime.service
+    # The ID the allocation gets, known before it is recorded.
+    reference = allocation_id_for(pending.idempotency_key)
     reporter = SlackReporter(
         client,
         user_id,
         pending.channel_id,
         respond,
         on_destination=service.set_destination,
+        allocation_id=reference,
     )
-    reference = allocation_id_for(pending.idempotency_key)
     try:
         request = AllocationRequest(
             instance_type=pending.instance_type,
             quantity=pending.quantity,
             purpose=pending.purpose,
-            requester=lookup_requester(client, user_id, team_id),
+            requester=lookup_requester(client, user_id, team_id, reference),
             report_to=SlackDestination(channel_id=pending.channel_id)
             if pending.channel_id
             else None,
@@ -70,7 +72,10 @@ def run_allocation(
         return
     except Exception:
         logger.exception("Slack allocation %s failed unexpectedly", reference)
-        reporter.report_problem(messages.internal_error(reference))
+        if reporter.allocation is None:
+            reporter.send_ephemeral(messages.internal_error(reference))
+        else:
+            reporter.report_problem(messages.internal_error_after(reporter.allocation))
         return
     if not created:
         logger.info(
@@ -85,32 +90,39 @@ def _report_error(
     pending: PendingAllocation,
     reference: str,
 ) -> None:
-    if error.allocation_id is not None:
-        # The service marked the allocation failed and emitted the event that
-        # the reporter has already posted in the thread.
-        logger.info("Allocation %s ended with %s", error.allocation_id, error.code)
+    allocation = reporter.allocation
+    if allocation is None:
+        logger.warning("Slack allocation %s rejected: %s", reference, error.code)
+        text = messages.rejected(error, pending.instance_type, pending.quantity)
+        reporter.send_ephemeral(text)
         return
-    if reporter.allocation is not None:
-        logger.error(
-            "Allocation %s: %s after it was recorded",
-            reporter.allocation.allocation_id,
-            error.code,
-            exc_info=error,
-        )
-        reporter.report_problem(f":warning: {messages.problem(error)}")
+    if allocation.state is AllocationState.FAILED:
+        # The service emitted the `failed` event, which is already in the thread.
+        logger.info("Allocation %s ended with %s", allocation.allocation_id, error.code)
         return
-    logger.warning("Slack allocation %s rejected: %s", reference, error.code)
-    text = messages.rejected(error, pending.instance_type, pending.quantity)
-    reporter.send_ephemeral(text)
+    logger.error(
+        "Allocation %s: %s after it was recorded",
+        allocation.allocation_id,
+        error.code,
+        exc_info=error,
+    )
+    reporter.report_problem(f":warning: {messages.problem(error)}")
 
 
-def lookup_requester(client: WebClient, user_id: str, team_id: str | None) -> Requester:
+def lookup_requester(
+    client: WebClient, user_id: str, team_id: str | None, reference: str
+) -> Requester:
     """Return the requester with name and email from users.info, or just the ID."""
     name = email = None
     try:
         user = client.users_info(user=user_id).get("user") or {}
-    except SlackClientError as error:
-        logger.warning("users.info failed for %s: %s", user_id, type(error).__name__)
+    except (SlackClientError, OSError) as error:
+        logger.warning(
+            "Allocation %s: users.info failed for %s: %s",
+            reference,
+            user_id,
+            type(error).__name__,
+        )
     else:
         profile = user.get("profile") or {}
         name = (

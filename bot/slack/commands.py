@@ -55,6 +55,12 @@ def acknowledge_command(
     name = command.get("command") or COMMAND
     text = (command.get("text") or "").strip()
     policy = runtime.service.policy
+    if not command.get("user_id") or not command.get("trigger_id"):
+        # Slack always sends both; without the trigger_id there is no
+        # idempotency key, so such a request is not run.
+        logger.warning("Slash command without user_id or trigger_id ignored")
+        ack(text=messages.incomplete_request())
+        return None
     if not text:
         ack(**_open_modal(runtime, client, command, name))
         return None
@@ -70,7 +76,7 @@ def acknowledge_command(
     return PendingAllocation(
         instance_type=instance_type,
         quantity=quantity,
-        idempotency_key="slack:command:" + (command.get("trigger_id") or ""),
+        idempotency_key="slack:command:" + command["trigger_id"],
         channel_id=command.get("channel_id"),
     )
 

@@ -81,6 +81,13 @@ def rejected(error: AllocationError, instance_type: str, quantity: int) -> str:
     return f":x: Could not allocate {quantity} × `{instance_type}`: {problem(error)}"
 
 
+def incomplete_request() -> str:
+    return (
+        ":warning: This request arrived without the user or trigger ID that Slack "
+        "always sends, so nothing was launched. Please run the command again."
+    )
+
+
 def internal_error(reference: str) -> str:
     return (
         ":x: Something went wrong on the bot's side and nothing was launched "
@@ -88,7 +95,22 @@ def internal_error(reference: str) -> str:
     )
 
 
+def internal_error_after(allocation: Allocation) -> str:
+    ids = ", ".join(f"`{i.instance_id}`" for i in allocation.instances)
+    launched = f" Instances launched: {ids}." if ids else ""
+    return (
+        ":warning: Something went wrong on the bot's side while handling allocation "
+        f"`{allocation.allocation_id}`.{launched} Check them in the EC2 console "
+        "and tell the bot's operator."
+    )
+
+
 def moved_to_dm(channel_id: str) -> str:
+    if channel_id.startswith("D"):
+        return (
+            "I cannot post in a direct message between other people, "
+            "so I am reporting here."
+        )
     return (
         f"I could not post in <#{channel_id}>, so I am reporting here. "
         "To get reports in that conversation, invite me with `/invite @EC2 Allocator`."
@@ -180,9 +202,9 @@ def failed(allocation: Allocation) -> str:
     text = f":x: The allocation failed: {escape(failure.message)}"
     if failure.hint:
         text += f"\n*What to try:* {escape(failure.hint)}"
-    running_ids = [i.instance_id for i in allocation.instances if i.state == "running"]
-    if running_ids:
-        text += "\nStill running: " + ", ".join(f"`{i}`" for i in running_ids)
+    if allocation.instances:
+        states = ", ".join(f"`{i.instance_id}` {i.state}" for i in allocation.instances)
+        text += f"\nInstances: {states}"
     return text
 
 

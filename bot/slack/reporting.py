@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 Respond = Callable[..., Any]
 
+# slack_sdk raises SlackApiError for error answers, and lets timeouts and
+# connection failures through as OSError (URLError and TimeoutError among them).
+SLACK_FAILURES = (SlackClientError, OSError)
+
 
 class SlackReporter:
     """Renders StatusEvents for one allocation request into Slack messages."""
@@ -38,7 +42,9 @@ class SlackReporter:
         channel_id: str | None,
         respond: Respond | None = None,
         on_destination: Callable[[Allocation, SlackDestination], None] | None = None,
+        allocation_id: str = "-",
     ):
+        self.allocation_id = allocation_id  # for log lines, known before any event
         self.client = client
         self.user_id = user_id
         self.requested_channel_id = channel_id
@@ -73,24 +79,20 @@ class SlackReporter:
 
     def send_ephemeral(self, text: str) -> None:
         """Tell only the requester, through response_url or chat.postEphemeral."""
-        if self.respond is not None:
-            try:
-                self.respond(
-                    text=text, response_type="ephemeral", replace_original=False
-                )
-                return
-            except Exception:
-                logger.warning(
-                    "response_url failed; trying chat.postEphemeral", exc_info=True
-                )
+        if self._post_to_response_url(text):
+            return
         if self.requested_channel_id:
             try:
                 self.client.chat_postEphemeral(
                     channel=self.requested_channel_id, user=self.user_id, text=text
                 )
                 return
-            except SlackClientError as error:
-                logger.warning("chat.postEphemeral failed: %s", _error_code(error))
+            except SLACK_FAILURES as error:
+                logger.warning(
+                    "Allocation %s: chat.postEphemeral failed: %s",
+                    self.allocation_id,
+                    _error_code(error),
+                )
         self._post_dm(text)
 
     # First message and thread
@@ -166,7 +168,7 @@ class SlackReporter:
                 text=messages.allocation_summary(allocation),
                 blocks=messages.allocation_blocks(allocation),
             )
-        except SlackClientError as error:
+        except SLACK_FAILURES as error:
             logger.warning(
                 "Allocation %s: could not update its message (%s)",
                 allocation.allocation_id,
@@ -192,7 +194,7 @@ class SlackReporter:
                 unfurl_links=False,
                 unfurl_media=False,
             )
-        except SlackClientError as error:
+        except SLACK_FAILURES as error:
             return None, _error_code(error)
         if channel == self.user_id:
             self._dm_channel = response.get("channel")
@@ -201,25 +203,54 @@ class SlackReporter:
     def _post_dm(self, text: str) -> None:
         try:
             self.client.chat_postMessage(channel=self.user_id, text=text)
-        except SlackClientError as error:
-            logger.warning("DM to the requester failed: %s", _error_code(error))
+        except SLACK_FAILURES as error:
+            logger.warning(
+                "Allocation %s: DM to the requester failed: %s",
+                self.allocation_id,
+                _error_code(error),
+            )
 
     def _respond(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        if not self._post_to_response_url(text, blocks):
+            logger.error(
+                "Allocation %s: no way left to reach %s; a report was dropped",
+                self.allocation_id,
+                self.user_id,
+            )
+
+    def _post_to_response_url(
+        self, text: str, blocks: list[dict[str, Any]] | None = None
+    ) -> bool:
+        """Post an ephemeral message to the response_url; return whether it arrived."""
         if self.respond is None:
-            logger.error("No way left to reach the requester; message dropped")
-            return
+            return False
         try:
-            self.respond(
+            response = self.respond(
                 text=text,
                 blocks=blocks,
                 response_type="ephemeral",
                 replace_original=False,
             )
-        except Exception:
-            logger.exception("Post to response_url failed; the requester got no report")
+        except Exception as error:  # the webhook client raises OSError and more
+            logger.warning(
+                "Allocation %s: post to response_url failed: %s",
+                self.allocation_id,
+                type(error).__name__,
+            )
+            return False
+        # Bolt's Respond returns the webhook response instead of raising.
+        status = getattr(response, "status_code", 200)
+        if status != 200:
+            logger.warning(
+                "Allocation %s: response_url answered HTTP %s",
+                self.allocation_id,
+                status,
+            )
+            return False
+        return True
 
 
-def _error_code(error: SlackClientError) -> str:
+def _error_code(error: Exception) -> str:
     if isinstance(error, SlackApiError):
         return str(error.response.get("error", "unknown_error"))
     return type(error).__name__

@@ -16,6 +16,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.errors import AllocationError, InvalidRequest
+from bot.policy import PURPOSE_MAX_LENGTH
 from bot.runtime import Runtime
 from bot.slack import messages
 from bot.slack.allocate import PendingAllocation, run_allocation
@@ -31,7 +32,6 @@ ACTION_ID = "value"
 
 # Slack's limits for a static_select: 100 options and 100 groups.
 MAX_OPTIONS = 100
-PURPOSE_MAX_LENGTH = 500
 
 
 def register(app: App, runtime: Runtime, executor: Executor) -> None:
@@ -163,6 +163,12 @@ def acknowledge_submission(
 ) -> PendingAllocation | None:
     """Close the modal and return the request, or keep it open with field errors."""
     view = body.get("view") or {}
+    if not view.get("id") or not (body.get("user") or {}).get("id"):
+        # Slack always sends both; without the view ID there is no
+        # idempotency key, so such a submission is not run.
+        logger.warning("View submission without view ID or user ID ignored")
+        ack()
+        return None
     try:
         pending = read_submission(runtime, view)
     except FieldErrors as errors:
@@ -202,16 +208,18 @@ def read_submission(runtime: Runtime, view: dict[str, Any]) -> PendingAllocation
     except AllocationError as error:
         errors[COUNT_BLOCK] = _field_message(error)
 
-    purpose = _value(values, PURPOSE_BLOCK).get("value") or None
-    if purpose and len(purpose) > PURPOSE_MAX_LENGTH:
-        errors[PURPOSE_BLOCK] = f"Use at most {PURPOSE_MAX_LENGTH} characters."
+    purpose = None
+    try:
+        purpose = policy.check_purpose(_value(values, PURPOSE_BLOCK).get("value"))
+    except AllocationError as error:
+        errors[PURPOSE_BLOCK] = _field_message(error)
 
     if errors:
         raise FieldErrors(errors)
     return PendingAllocation(
         instance_type=instance_type,
         quantity=quantity,
-        idempotency_key="slack:view:" + str(view.get("id") or ""),
+        idempotency_key="slack:view:" + str(view["id"]),
         channel_id=_destination(values, view),
         purpose=purpose,
     )
