@@ -20,9 +20,16 @@ SANDBOX_POINTER = "To try the bot without Slack or AWS, run: python -m bot sandb
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["sandbox"]:
+        # The sandbox's parser gets everything after "sandbox", --help included.
+        from bot.sandbox.main import run_sandbox
+
+        return run_sandbox(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bot",
         description="Allocate EC2 capacity from Slack and a JSON API.",
+        epilog="Run 'python -m bot sandbox --help' for the sandbox's options.",
     )
     parser.add_argument(
         "mode",
@@ -34,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--host", default="0.0.0.0", help="HTTP address to bind (serve mode)"
     )
-    # Options after "sandbox" (such as --verbose) belong to the sandbox's parser.
-    args, sandbox_args = parser.parse_known_args(argv)
+    # Options that follow "sandbox" elsewhere in the line, as in
+    # "--host 0.0.0.0 sandbox --verbose", belong to the sandbox's parser.
+    args, sandbox_args = parser.parse_known_args(arguments)
     if args.mode == "sandbox":
         from bot.sandbox.main import run_sandbox
 
@@ -75,8 +83,14 @@ def serve_http(settings: Settings, host: str, slack: bool = True) -> int:
     from bot.wsgi import create_wsgi_app
 
     app = create_wsgi_app(settings, slack=slack)
+    stop_requested = threading.Event()
+    # The handlers go in before the port opens, so a SIGTERM that arrives as
+    # soon as the port answers still stops the server cleanly.
+    _stop_on_signals(stop_requested.set)
     server = make_server(host, settings.port, app, threaded=True)
-    _stop_on_signals(server.shutdown)
+    threading.Thread(
+        target=lambda: (stop_requested.wait(), server.shutdown()), daemon=True
+    ).start()
     logger.info("Bot started: HTTP on %s:%d", host, server.port)
     try:
         server.serve_forever()

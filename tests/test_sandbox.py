@@ -9,6 +9,7 @@ checks look for whole events in the output, never for their order.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.sandbox.console import Console, ConsoleLogHandler, printable
+from bot.sandbox.form import Field, FormPrompter
 from bot.sandbox.main import run_sandbox
 from bot.sandbox.rendering import ChannelRenderer
 from bot.sandbox.slack_text import (
@@ -118,7 +121,7 @@ def test_modal_reasks_invalid_count() -> None:
     assert "  ⚠ Count: Must be at least 1.\n  Count: 2\n" in output
     assert "Form submitted." in output
     assert "  Instance type: `t3.micro`\n  Count: 2\n" in output
-    assert "*Purpose:* load test" in output
+    assert "  Region: us-east-1\n  Purpose: load test\n" in output
     [lines] = running_instances(output).values()
     assert len(lines) == 2, output
     assert re.search(rf"1 allocation settled: {ALLOCATION_ID} running", output)
@@ -153,7 +156,7 @@ def test_conversations_without_bot_report_by_dm() -> None:
     assert "You are now in DM with Grace Hopper." in output
     assert "DM from EC2 Allocator · EC2 Allocator" in output
     assert "I could not post in #private-team, so I am reporting here." in output
-    assert "I could not post in DM with Grace Hopper, so I am reporting here." in output
+    assert "I cannot post in a direct message between other people" in output
     assert len(running_instances(output)) == 2, output
     assert re.search(rf"2 allocations settled: {ALLOCATION_ID} running, ", output)
 
@@ -167,12 +170,63 @@ def test_piped_run_banner_and_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert status == 0, output
     first, second = output.splitlines()[:2]
     assert first.startswith("Sandbox running on 127.0.0.1: bot http://127.0.0.1:")
+    assert re.search(r", JSON API http://127\.0\.0\.1:\d+/resources/allocate,", first)
+    assert not re.search(r"[0-9a-f]{32}", first)  # the API token
     assert second == "Ada Lovelace in #general: help"
     assert "Ada Lovelace in #general> " not in output
     assert "Allocating" not in output  # quit ends the run before the last line
     assert os.environ["AWS_PROFILE"] == "someone-real"
     assert os.environ["HTTPS_PROXY"] == "http://proxy.invalid:3128"
     assert "AWS_ENDPOINT_URL" not in os.environ
+
+
+def test_allocation_id_in_purpose_not_counted() -> None:
+    status, output = run_piped(
+        "/allocate\nt3.micro\n1\nredo of alloc-1111111111111111\n\n"
+    )
+
+    assert status == 0, output
+    assert "  Purpose: redo of alloc-1111111111111111\n" in output
+    summary = output.rstrip().splitlines()[-1]
+    assert re.fullmatch(rf"1 allocation settled: {ALLOCATION_ID} running", summary)
+    assert "alloc-1111111111111111" not in summary
+
+
+def test_control_characters_are_escaped() -> None:
+    status, output = run_piped(
+        "/allocate \x1b[2Jt3.micro\x1b]0;pwned\x07 1\n"
+        "channel \x1b[31m#general\x7f\n"
+        "/allocate\nt3.micro\n1\nred \x1b[31mtext\u009b2J\ncancel\n"
+    )
+
+    assert status == 0, output
+    for control in ("\x1b", "\x07", "\x7f", "\x9b"):
+        assert control not in output, repr(control)
+    assert (
+        "Ada Lovelace in #general: /allocate \\x1b[2Jt3.micro\\x1b]0;pwned\\x07 1\n"
+        in output
+    )
+    assert "No conversation '\\x1b[31m#general\\x7f'" in output
+    assert "  Purpose: red \\x1b[31mtext\\x9b2J\n" in output
+
+
+def test_channel_without_name_prints_usage() -> None:
+    status, output = run_piped("channel\n")
+
+    assert status == 0, output
+    assert "Usage: channel NAME, channel ID or channel NUMBER" in output
+    assert "No conversation" not in output
+
+
+def test_modal_blank_after_rejection_uses_default() -> None:
+    # The bot rejects a count of 0, so a blank line then submits the default 1.
+    status, output = run_piped("/allocate\nt3.micro\n0\n\n\n\n")
+
+    assert status == 0, output
+    assert "  ⚠ Count: Must be at least 1.\n  Count: 1 (default)\n" in output
+    assert output.count("⚠ Count:") == 1, output
+    assert "  Instance type: `t3.micro`\n  Count: 1\n" in output
+    assert re.search(rf"1 allocation settled: {ALLOCATION_ID} running", output)
 
 
 def test_invalid_log_level_exits_with_usage_error(
@@ -202,6 +256,37 @@ def test_command_line_pipe_exits_zero() -> None:
     assert re.search(rf"1 allocation settled: {ALLOCATION_ID} running", result.stdout)
     assert "✅ The instance is running:" in result.stdout
     assert result.stderr == ""
+
+
+def run_bot_command(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_sandbox_help_shows_its_options() -> None:
+    result = run_bot_command("sandbox", "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m bot sandbox [-h] [--verbose]")
+    assert "--verbose" in result.stdout
+    assert "Sandbox running" not in result.stdout
+
+
+def test_top_level_help_and_unknown_option() -> None:
+    help_result = run_bot_command("--help")
+    bogus_result = run_bot_command("--bogus")
+
+    assert help_result.returncode == 0, help_result.stderr
+    assert help_result.stdout.startswith("usage: python -m bot [-h]")
+    assert "python -m bot sandbox --help" in help_result.stdout
+    assert bogus_result.returncode == 2
+    assert "unrecognized arguments: --bogus" in bogus_result.stderr
 
 
 # Rendering of Slack text and events, without servers
@@ -255,7 +340,7 @@ def test_blocks_render_fields_and_context(directory: Directory) -> None:
         "Hello @Ada Lovelace",
         "State: 🟢 Running",
         "no label",
-        "*Purpose:* a & b",
+        "Purpose: a & b",
     ]
 
 
@@ -323,3 +408,163 @@ def test_renderer_threads_edits_and_ephemeral(directory: Directory) -> None:
     assert dm[0].startswith("DM from EC2 Allocator · EC2 Allocator · ")
     assert renderer.allocation_ids == ["alloc-0123456789abcdef"]
     assert directory.conversation("D0000000042") is not None
+
+
+def test_renderer_collects_only_allocation_messages(directory: Directory) -> None:
+    renderer = ChannelRenderer(directory, lambda lines: None)
+    channel, ts = "C0000000001", "1700000000.000100"
+
+    def allocation_blocks(allocation_id: str, purpose: str) -> list[dict]:
+        field = {"type": "mrkdwn", "text": f"*Allocation*\n`{allocation_id}`"}
+        context = {"type": "mrkdwn", "text": f"*Purpose:* {purpose}"}
+        return [
+            {"type": "section", "fields": [field]},
+            {"type": "context", "elements": [context]},
+        ]
+
+    own = allocation_blocks("alloc-0123456789abcdef", "redo of alloc-1111111111111111")
+    renderer(Event(EventKind.MESSAGE_POSTED, channel, ts, None, BOT_USER_ID, "x", own))
+    # A thread reply, a person's message and an ephemeral message that name IDs.
+    reply = allocation_blocks("alloc-2222222222222222", "")
+    renderer(
+        Event(
+            EventKind.MESSAGE_POSTED,
+            channel,
+            "1700000001.0",
+            ts,
+            BOT_USER_ID,
+            "see alloc-3333333333333333",
+            reply,
+        )
+    )
+    typed = allocation_blocks("alloc-4444444444444444", "")
+    renderer(
+        Event(
+            EventKind.MESSAGE_POSTED,
+            channel,
+            "1700000002.0",
+            None,
+            "U0000000001",
+            "alloc-5555555555555555",
+            typed,
+        )
+    )
+    renderer(
+        Event(
+            EventKind.EPHEMERAL_POSTED,
+            channel,
+            user="U0000000001",
+            text="alloc-6666666666666666",
+        )
+    )
+    renderer(
+        Event(
+            EventKind.MESSAGE_POSTED,
+            channel,
+            "1700000003.0",
+            None,
+            BOT_USER_ID,
+            "Allocation alloc-7777777777777777: 1 × t3.micro",
+        )
+    )
+
+    assert renderer.allocation_ids == ["alloc-0123456789abcdef"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\x1b[2J", "\\x1b[2J"),
+        ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),
+        ("a\x7fb", "a\\x7fb"),
+        ("\u009b31m", "\\x9b31m"),
+        ("\r\x00", "\\x0d\\x00"),
+        ("tab\tand\nnewline", "tab\tand\nnewline"),
+        ("café ↳ ✅ \u00a0", "café ↳ ✅ \u00a0"),
+    ],
+)
+def test_printable_escapes_control_characters(text: str, expected: str) -> None:
+    assert printable(text) == expected
+
+
+class TerminalOutput(io.StringIO):
+    """Output that reports itself as a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class LoggingInput(io.StringIO):
+    """Input that logs a record while the console waits for a line."""
+
+    def __init__(self, text: str, logger: logging.Logger):
+        super().__init__(text)
+        self.logger = logger
+
+    def readline(self, size: int | None = -1) -> str:
+        self.logger.error("boom \x1b[2J")
+        return super().readline(size)
+
+
+def test_console_log_record_above_prompt() -> None:
+    output = TerminalOutput()
+    logger = logging.getLogger("test_sandbox.console")
+    console = Console(LoggingInput("typed\n", logger), output, interactive=True)
+    handler = ConsoleLogHandler(console, output)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        line = console.read_line("prompt\x1b> ")
+    finally:
+        logger.removeHandler(handler)
+
+    assert line == "typed"
+    assert output.getvalue() == (
+        "prompt\\x1b> \r\x1b[KERROR test_sandbox.console: boom \\x1b[2J\nprompt\\x1b> "
+    )
+
+
+def text_field(default: str | None, optional: bool = False) -> Field:
+    return Field("count", "Count", "number_input", optional, default=default)
+
+
+def test_form_blank_after_rejected_default() -> None:
+    # The rejected value is the default, so a blank line repeats the prompt.
+    output = io.StringIO()
+    console = Console(io.StringIO("\n3\n"), output, interactive=False)
+    prompter = FormPrompter(console)
+    field = text_field(default="0")
+    prompter.reject([field])
+
+    prompter.ask([field])
+
+    assert "  The bot rejected 0; type another value or cancel.\n" in output.getvalue()
+    assert prompter.answers == {"count": "3"}
+
+
+def test_form_blank_after_rejection_keeps_default() -> None:
+    output = io.StringIO()
+    console = Console(io.StringIO("\n"), output, interactive=False)
+    prompter = FormPrompter(console)
+    field = text_field(default="1")
+    prompter.answers["count"] = "0"
+    prompter.reject([field])
+
+    prompter.ask([field])
+
+    assert output.getvalue() == "  Count: 1 (default)\n"
+    assert "count" not in prompter.answers  # the form submits its initial value
+
+
+def test_form_blank_clears_rejected_optional() -> None:
+    output = io.StringIO()
+    console = Console(io.StringIO("\n"), output, interactive=False)
+    prompter = FormPrompter(console)
+    field = text_field(default=None, optional=True)
+    prompter.answers["count"] = "far too long"
+    prompter.reject([field])
+
+    prompter.ask([field])
+
+    assert output.getvalue() == "  Count: (blank)\n"
+    assert prompter.answers == {"count": None}

@@ -118,6 +118,17 @@ class FormPrompter:
     def __init__(self, console: Console):
         self.console = console
         self.answers: dict[str, Any] = {}  # block_id -> raw value
+        self.rejected: dict[str, Any] = {}  # block_id -> raw value the bot rejected
+
+    def reject(self, fields: list[Field]) -> None:
+        """Forget the values the bot marked invalid, so those fields are prompted again.
+
+        A blank line then submits the field's default, unless the default is
+        the rejected value, in which case the prompt repeats.
+        """
+        for form_field in fields:
+            value = self.answers.pop(form_field.block_id, form_field.default)
+            self.rejected[form_field.block_id] = value
 
     def ask(self, fields: list[Field]) -> None:
         """Ask for each field in turn. Raises FormCancelled."""
@@ -126,7 +137,12 @@ class FormPrompter:
                 self._ask_field(form_field)
 
     def _ask_field(self, form_field: Field) -> None:
-        current = self.answers.get(form_field.block_id, form_field.default)
+        block_id = form_field.block_id
+        was_rejected = block_id in self.rejected
+        rejected = self.rejected.get(block_id)
+        current = self.answers.get(block_id, form_field.default)
+        if was_rejected and current == rejected:
+            current = None
         if self.console.interactive:
             self._describe(form_field)
         prompt = self._prompt(form_field, current)
@@ -135,23 +151,33 @@ class FormPrompter:
             if line is None or line.strip().lower() == CANCEL_WORD:
                 raise FormCancelled()
             answer = line.strip()
-            if not answer:
-                if current is not None or form_field.optional:
-                    unchanged = form_field.block_id in self.answers
-                    self._echo(
-                        form_field, current, "unchanged" if unchanged else "default"
-                    )
-                    return
-                self.console.say("  This field is required.")
+            if answer:
+                try:
+                    value = self._parse(form_field, answer)
+                except ValueError as error:
+                    self.console.say(f"  {error}")
+                    continue
+                self.answers[block_id] = value
+                self._echo(form_field, value)
+                return
+            if current is not None:
+                self._echo(form_field, current, "default")
+                return
+            if was_rejected and rejected is not None and form_field.optional:
+                # A blank line clears an optional field whose value was rejected.
+                self.answers[block_id] = None
+                self._echo(form_field, None)
+                return
+            if was_rejected:
+                rejected_text = form_field.option_label(rejected) or "an empty value"
+                self.console.say(
+                    f"  The bot rejected {rejected_text}; type another value or cancel."
+                )
                 continue
-            try:
-                value = self._parse(form_field, answer)
-            except ValueError as error:
-                self.console.say(f"  {error}")
-                continue
-            self.answers[form_field.block_id] = value
-            self._echo(form_field, value)
-            return
+            if form_field.optional:
+                self._echo(form_field, None)
+                return
+            self.console.say("  This field is required.")
 
     def _parse(self, form_field: Field, answer: str) -> str:
         if not form_field.options:

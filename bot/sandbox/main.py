@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from bot.log import configure_logging
-from bot.sandbox.console import Console
+from bot.sandbox.console import Console, ConsoleLogHandler
 from bot.sandbox.rendering import ChannelRenderer
 from bot.sandbox.servers import Sandbox, fake_aws_environment
 from bot.sandbox.slack_standin import SlackStandin
@@ -37,6 +37,7 @@ USER_NAME = "Ada Lovelace"
 OTHER_USER_ID, OTHER_USER_NAME = "U0000000002", "Grace Hopper"
 PRIVATE_CHANNEL_ID, PRIVATE_CHANNEL_NAME = "C0000000002", "#private-team"
 OTHERS_DM_ID = "D0000000009"
+API_ALLOCATE_PATH = "/resources/allocate"
 
 
 def add_people_and_conversations(standin: SlackStandin, directory: Directory) -> Person:
@@ -72,12 +73,14 @@ def add_people_and_conversations(standin: SlackStandin, directory: Directory) ->
 def banner(sandbox: Sandbox, interactive: bool) -> list[str]:
     """Return what is running and how to use it; one line for piped input."""
     assert sandbox.standin is not None
+    api_url = f"{sandbox.bot_url}{API_ALLOCATE_PATH}"
     if not interactive:
+        # The API token is left out, because the output of piped runs is often kept.
         return [
             f"Sandbox running on 127.0.0.1: bot {sandbox.bot_url}, "
-            f"Slack stand-in {sandbox.standin.url}, AWS (moto) {sandbox.aws_url}"
+            f"JSON API {api_url}, Slack stand-in {sandbox.standin.url}, "
+            f"AWS (moto) {sandbox.aws_url}"
         ]
-    api_url = f"{sandbox.bot_url}/resources/allocate"
     body = (
         '{"resource_type": "t3.micro", "quantity": 1, '
         f'"user_info": {{"name": "{USER_NAME}"}}}}'
@@ -152,6 +155,7 @@ def run_sandbox(
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     _replace_unencodable_output(stdout)
+
     default_level = "INFO" if arguments.verbose else "WARNING"
     level = (os.environ.get("SANDBOX_LOG_LEVEL") or default_level).upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -161,12 +165,13 @@ def run_sandbox(
             file=sys.stderr,
         )
         return 2
+
     interactive = stdin.isatty()
+    console = Console(stdin, stdout, interactive)
     if interactive:
-        print(
-            "Starting moto, the Slack stand-in and the bot on 127.0.0.1…", file=stdout
-        )
-    with _log_level(level), fake_aws_environment():
+        console.say("Starting moto, the Slack stand-in and the bot on 127.0.0.1…")
+
+    with _log_level(level), _logging_through(console), fake_aws_environment():
         sandbox = Sandbox()
         try:
             sandbox.start()
@@ -182,7 +187,7 @@ def run_sandbox(
             )
             sandbox.stop()
             return EXIT_BROKEN
-        return _run_terminal(sandbox, Console(stdin, stdout, interactive))
+        return _run_terminal(sandbox, console)
 
 
 def _run_terminal(sandbox: Sandbox, console: Console) -> int:
@@ -242,6 +247,32 @@ def _log_level(level: str) -> Iterator[None]:
         yield
     finally:
         root.setLevel(previous)
+
+
+@contextmanager
+def _logging_through(console: Console) -> Iterator[None]:
+    """Send the root logger's stderr output through `console` while the sandbox runs.
+
+    Log records then take the console's lock: they do not break into a line
+    being written, they appear above the prompt, and control characters in
+    them are escaped. Only plain StreamHandlers are replaced, so handlers of
+    other kinds (files, pytest's capture) stay as they are.
+    """
+    root = logging.getLogger()
+    previous = list(root.handlers)
+    replaced: list[logging.Handler] = []
+    for handler in previous:
+        if type(handler) is logging.StreamHandler:
+            through_console = ConsoleLogHandler(console, handler.stream, handler.level)
+            through_console.setFormatter(handler.formatter)
+            replaced.append(through_console)
+        else:
+            replaced.append(handler)
+    root.handlers = replaced
+    try:
+        yield
+    finally:
+        root.handlers = previous
 
 
 def _replace_unencodable_output(stream: TextIO) -> None:

@@ -11,7 +11,6 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bot.sandbox.slack_text import (
     BOT_DISPLAY_NAME,
@@ -24,7 +23,8 @@ from bot.sandbox.slack_text import (
 )
 from bot.sandbox.slack_workspace import BOT_USER_ID, Event, EventKind
 
-ALLOCATION_ID_PATTERN = re.compile(r"\balloc-[0-9a-f]{16}\b")
+# The first field of the bot's allocation message: "*Allocation*\n`alloc-…`".
+ALLOCATION_FIELD = re.compile(r"\*Allocation\*\n`(alloc-[0-9a-f]{16})`")
 
 
 @dataclass
@@ -48,7 +48,8 @@ class ChannelRenderer:
         self._lock = threading.Lock()
         self._shown: dict[tuple[str, str], _RenderedMessage] = {}
         self._bot_dms: set[str] = set()
-        self.allocation_ids: list[str] = []  # in the order they first appeared
+        # IDs from the bot's allocation messages, in the order they first appeared
+        self.allocation_ids: list[str] = []
 
     def __call__(self, event: Event) -> None:
         lines = self.render(event)
@@ -83,7 +84,7 @@ class ChannelRenderer:
             label = parent.label if parent else clock_time(event.thread_ts)
             header = f"  ↳ {author} · {when} · in the thread of {label}"
             return [header, *_indent(body, "    ")]
-        label = _allocation_label(event.text, body) or f"the message of {when}"
+        label = allocation_id(event) or f"the message of {when}"
         self._shown[(channel, event.ts or "")] = _RenderedMessage(label, body)
         return [
             f"{self._place(channel, event.user)} · {author} · {when}",
@@ -147,31 +148,34 @@ class ChannelRenderer:
         return self.directory.conversation_name(channel)
 
     def _collect_allocation_ids(self, event: Event) -> None:
-        texts = [event.text or ""]
-        texts += [_block_texts(block) for block in event.blocks or []]
-        for text in texts:
-            for allocation_id in ALLOCATION_ID_PATTERN.findall(text):
-                if allocation_id not in self.allocation_ids:
-                    self.allocation_ids.append(allocation_id)
+        found = allocation_id(event)
+        if found is not None and found not in self.allocation_ids:
+            self.allocation_ids.append(found)
 
 
-def _allocation_label(text: str | None, body: list[str]) -> str | None:
-    for candidate in [text or "", *body]:
-        found = ALLOCATION_ID_PATTERN.search(candidate)
-        if found:
-            return found.group(0)
-    return None
+def allocation_id(event: Event) -> str | None:
+    """Return the ID of the allocation whose message the bot posted or updated.
 
-
-def _block_texts(block: dict[str, Any]) -> str:
-    """Return every text in a block, joined, for finding allocation IDs."""
-    parts: list[str] = []
-    if isinstance(block.get("text"), dict):
-        parts.append(str(block["text"].get("text") or ""))
-    for item in [*(block.get("fields") or []), *(block.get("elements") or [])]:
-        if isinstance(item, dict):
-            parts.append(str(item.get("text") or ""))
-    return "\n".join(parts)
+    Only a top-level message from the bot counts, and only when its first
+    block is a section whose first field is "*Allocation*" and the ID. IDs in
+    other text, such as a purpose, a thread reply or what a person typed, may
+    name allocations that this run never recorded. The bot sends its
+    allocation message through response_url when it can neither post nor DM,
+    so that message counts too.
+    """
+    if event.thread_ts or not event.blocks:
+        return None
+    if event.kind in (EventKind.MESSAGE_POSTED, EventKind.MESSAGE_UPDATED):
+        if event.user != BOT_USER_ID:
+            return None
+    elif event.kind is not EventKind.RESPONSE_URL_POSTED:
+        return None
+    first_block = event.blocks[0]
+    fields = first_block.get("fields") if first_block.get("type") == "section" else None
+    if not fields or not isinstance(fields[0], dict):
+        return None
+    found = ALLOCATION_FIELD.fullmatch(str(fields[0].get("text") or ""))
+    return found.group(1) if found else None
 
 
 def _indent(lines: list[str], prefix: str = "  ") -> list[str]:

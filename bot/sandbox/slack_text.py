@@ -36,6 +36,9 @@ EMOJI = {
 _ANGLE_TOKEN = re.compile(r"<([^<>\n]+)>")
 _EMOJI_CODE = re.compile(r":([a-z0-9_+-]+):")
 _BOLD_LABEL = re.compile(r"^\*(.+)\*$")
+# Slack's *bold*: the asterisks touch the text inside them and are not part of
+# a word outside, so 2*3*4 and "* list item" stay as typed.
+_BOLD_SPAN = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]*?\S)\*(?![\w*])")
 _SPECIAL_MENTIONS = {"channel": "@channel", "here": "@here", "everyone": "@everyone"}
 
 
@@ -181,8 +184,16 @@ def _section_lines(block: dict[str, Any], directory: Directory) -> list[str]:
 
 
 def _context_element(element: dict[str, Any], directory: Directory) -> str:
+    """Return a context element as text, with *bold* shown without asterisks.
+
+    Field labels in sections lose their asterisks too, so a context label such
+    as "*Purpose:*" reads like the labels above it.
+    """
     if element.get("type") == "image":
         return f"[{element.get('alt_text', 'image')}]"
+    if element.get("type") == "mrkdwn":
+        text = _BOLD_SPAN.sub(r"\1", str(element.get("text") or ""))
+        return mrkdwn_to_text(text, directory)
     return text_object(element, directory)
 
 

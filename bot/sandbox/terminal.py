@@ -128,6 +128,12 @@ class Terminal:
         self.console.say(*lines)
 
     def switch_conversation(self, requested: str) -> None:
+        if not requested:
+            self.console.say(
+                "Usage: channel NAME, channel ID or channel NUMBER, for example "
+                "channel #private-team (type channels to list them)."
+            )
+            return
         found = self._find_conversation(requested)
         if found is None:
             names = ", ".join(c.name for c in self.directory.conversations())
@@ -206,6 +212,7 @@ class Terminal:
                 label = by_id[block_id].label if block_id in by_id else block_id
                 lines.append(f"  ⚠ {label}: {message}")
             self.console.say(*lines)
+            prompter.reject([f for f in fields if f.block_id in errors])
             to_ask = [f for f in fields if f.block_id in errors and f.supported]
             if not to_ask:
                 self.console.say(
