@@ -588,3 +588,81 @@ def test_follow_keeps_polling_after_failed_describe(
 
     assert followed.state is AllocationState.RUNNING
     assert len(calls) == 2
+
+
+# Failures around the launch
+
+
+def test_failing_event_sink_does_not_stop_allocation(
+    service: AllocationService,
+) -> None:
+    def broken_sink(event: StatusEvent) -> None:
+        raise TimeoutError("Slack did not answer")
+
+    allocation, _ = service.allocate(make_request(), on_event=broken_sink)
+
+    assert allocation.state is AllocationState.RUNNING
+    assert service.get(allocation.allocation_id).state is AllocationState.RUNNING
+
+
+def test_unparseable_launch_response_marks_outcome_unknown(
+    service: AllocationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def garbled(*_: Any, **__: Any) -> None:
+        raise ValueError("invalid XML received")
+
+    monkeypatch.setattr(service.provisioner, "launch", garbled)
+
+    with pytest.raises(AwsUnavailable) as raised:
+        service.allocate(make_request())
+
+    record = service.get(raised.value.allocation_id or "")
+    assert raised.value.code == "launch_outcome_unknown"
+    assert record.state is AllocationState.FAILED
+    assert "AllocationId=" in (record.failure.hint if record.failure else "")
+
+
+def test_stalled_record_adopts_tagged_instances(
+    service: AllocationService, ec2: Any
+) -> None:
+    """The process launched, then stopped before saving: nothing launches twice."""
+    allocation_id = record_stalled(service, "adopt", STALLED_AFTER_SECONDS + 60)
+    plan = service.provisioner.plan("t3.micro")
+    service.provisioner.launch(plan, 1, allocation_id, {"AllocationId": allocation_id})
+    runs = count_calls(service.provisioner.ec2, ["RunInstances"])
+
+    allocation, created = service.allocate(make_request(), idempotency_key="adopt")
+
+    assert created is True
+    assert runs["RunInstances"] == 0
+    assert allocation.state is AllocationState.RUNNING
+    assert len(instances_by_allocation(ec2)[allocation_id]) == 1
+
+
+def test_refresh_reconciles_requested_record(service: AllocationService) -> None:
+    allocation_id = record_stalled(service, "refresh-me", 1)
+    plan = service.provisioner.plan("t3.micro")
+    service.provisioner.launch(plan, 1, allocation_id, {"AllocationId": allocation_id})
+
+    allocation = service.refresh(allocation_id)
+
+    assert allocation.state is AllocationState.RUNNING
+    assert len(allocation.instances) == 1
+
+
+def test_failed_save_still_reports_running(
+    service: AllocationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = EventLog()
+    real_save = service.ledger.save
+
+    def save(allocation: Any) -> Any:
+        if allocation.state is AllocationState.RUNNING:
+            raise AwsUnavailable("InternalServerError", "DynamoDB failed")
+        return real_save(allocation)
+
+    monkeypatch.setattr(service.ledger, "save", save)
+
+    service.allocate(make_request(), on_event=log)
+
+    assert log.kinds == ["recorded", "launched", "running"]

@@ -332,3 +332,52 @@ def test_lambda_rest_event_with_null_headers(aws: None) -> None:
     result = lambda_handler(event, None)
 
     assert result["statusCode"] == 200
+
+
+# Odd event shapes
+
+
+def test_lambda_path_with_question_mark_is_404(aws: None) -> None:
+    """HTTP APIs deliver the path decoded, so it may contain '?'."""
+    result = lambda_function.lambda_handler(
+        http_event("GET", "/resources/allocations/alloc-1?x", headers=http_headers()),
+        None,
+    )
+
+    assert_proxy_result(result)
+    assert result["statusCode"] == 404
+
+
+def test_lambda_query_values_may_be_null(aws: None) -> None:
+    event = rest_event("GET", "/healthz", headers=rest_headers())
+    event["multiValueQueryStringParameters"] = {"a": None, "b": ["1", None]}
+    event["queryStringParameters"] = {"a": None, "b": "1"}
+
+    result = lambda_function.lambda_handler(event, None)
+
+    assert_proxy_result(result)
+    assert result["statusCode"] == 200
+
+
+def test_lambda_base64_flag_as_string(aws: None) -> None:
+    body = json.dumps(
+        {"resource_type": "t3.micro", "user_info": {"name": "Ada Lovelace"}}
+    )
+    event = http_event("POST", "/resources/allocate", body, headers=http_headers())
+    event["isBase64Encoded"] = "false"
+
+    result = lambda_function.lambda_handler(event, None)
+
+    assert_proxy_result(result)
+    assert result["statusCode"] == 200
+
+
+def test_lambda_header_with_line_break_is_400(aws: None) -> None:
+    headers = {**rest_headers(), "X-Note": "a\r\nInjected: yes"}
+
+    result = lambda_function.lambda_handler(
+        rest_event("GET", "/healthz", headers=headers), None
+    )
+
+    assert_proxy_result(result)
+    assert result["statusCode"] == 400

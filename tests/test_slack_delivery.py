@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from slack_sdk import WebClient
 
 from bot.models import AllocationState, Instance
 from tests.slack_harness import running_bot
@@ -188,3 +189,87 @@ def test_rejection_after_ack_is_ephemeral(bot, monkeypatch):
     assert bot.posts() == []
     assert any("t3.imaginary" in text for text in texts)
     assert launched_ids() == []
+
+
+def test_post_timeout_falls_back_to_dm(bot, monkeypatch):
+    """slack_sdk lets a timeout through as TimeoutError, not as a Slack error."""
+    original = WebClient.chat_postMessage
+    timed_out: list[str] = []
+
+    def post(self, **kwargs):
+        if kwargs.get("channel") == "C0000000001" and not timed_out:
+            timed_out.append(kwargs["channel"])
+            raise TimeoutError("The read operation timed out")
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(WebClient, "chat_postMessage", post)
+    bot.standin.send_command("t3.micro 1")
+    bot.settle()
+    ids = launched_ids()
+    assert timed_out == ["C0000000001"]
+    assert bot.posts()[0]["channel"] == USER
+    assert ids[0] in bot.posts()[-1]["text"]
+
+
+def test_rejected_response_url_falls_back_to_ephemeral(bot, monkeypatch):
+    """Bolt's respond returns a 404 response instead of raising."""
+    monkeypatch.setattr(
+        bot.service.policy,
+        "allowed_instance_types",
+        (*bot.service.policy.allowed_instance_types, "t3.imaginary"),
+    )
+    bot.standin.send_command(
+        "t3.imaginary 1", response_url=bot.standin.url + "/response/unknown"
+    )
+    bot.settle()
+    ephemeral = [c.args.get("text") or "" for c in bot.calls("chat.postEphemeral")]
+    assert any("t3.imaginary" in text for text in ephemeral)
+
+
+def test_command_without_trigger_id_is_refused(bot):
+    body = (
+        b"command=%2Fallocate&text=t3.micro+1&user_id=U0000000001"
+        b"&channel_id=C0000000001&team_id=T0000000001"
+    )
+    response = bot.standin.send_signed(body)
+    bot.settle()
+    assert response.status == 200
+    assert "nothing was launched" in response.text
+    assert launched_ids() == []
+
+
+@pytest.mark.parametrize("timestamp", ["abc", "", "1e9", " 1"])
+def test_malformed_timestamp_is_401(bot, timestamp):
+    body = b"command=%2Fallocate&text=t3.micro+1"
+    response = bot.standin.send_signed(
+        body,
+        headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=0"},
+    )
+    assert response.status == 401
+
+
+def test_dm_hint_does_not_suggest_invite(bot):
+    bot.standin.send_command(
+        "t3.micro 1", channel_id=OTHER_DM, channel_name="directmessage"
+    )
+    bot.settle()
+    first = str(bot.posts()[0]["blocks"])
+    assert "direct message between other people" in first
+    assert "/invite" not in first
+
+
+def test_timeout_failure_lists_instances(settings, service, monkeypatch):
+    settings = settings.model_copy(update={"status_timeout_seconds": 0.05})
+    service.settings = settings
+
+    def describe(instance_ids):
+        return [Instance(instance_id=i, state="pending") for i in instance_ids]
+
+    monkeypatch.setattr(service.provisioner, "describe", describe)
+    with running_bot(settings, service) as bot:
+        bot.standin.send_command("t3.micro 1")
+        bot.settle()
+        reply = bot.posts()[-1]["text"]
+        ids = launched_ids()
+    assert "did not reach running" in reply
+    assert f"`{ids[0]}` pending" in reply
