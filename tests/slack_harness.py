@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from bot.allocations import AllocationService
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.sandbox.slack_standin import Call, SlackStandin
+from bot.slack.workers import Workers
 from bot.wsgi import create_wsgi_app
 
 
@@ -24,7 +24,7 @@ class SlackBot:
 
     standin: SlackStandin
     runtime: Runtime
-    executor: ThreadPoolExecutor
+    executor: Workers
     url: str
 
     @property
@@ -53,7 +53,7 @@ def running_bot(settings: Settings, service: AllocationService) -> Iterator[Slac
     settings = settings.model_copy(update={"slack_api_url": standin.api_url})
     service.settings = settings
     runtime = Runtime(settings, service=service)
-    executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lazy")
+    executor = Workers(launch_workers=8, follow_workers=8)
     app = create_wsgi_app(settings, runtime=runtime, listener_executor=executor)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(

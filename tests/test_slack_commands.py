@@ -285,3 +285,32 @@ def test_command_logs_allocation_without_secrets(bot, caplog):
     assert "ada@example.com" not in caplog.text
     assert "xoxb-test-token" not in caplog.text
     assert "test-signing-secret" not in caplog.text
+
+
+def test_following_does_not_starve_new_requests(settings, service, monkeypatch):
+    """Allocations waiting for their instances leave room to record new ones."""
+    release = threading.Event()
+    real_describe = service.provisioner.describe
+
+    def slow_describe(instance_ids):
+        release.wait(timeout=30)
+        return real_describe(instance_ids)
+
+    monkeypatch.setattr(service.provisioner, "describe", slow_describe)
+    with running_bot(settings, service) as bot:
+        for _ in range(9):  # more than the harness's 8 launch workers
+            bot.standin.send_command("t3.micro 1")
+        try:
+            posted = bot.standin.wait_for(
+                lambda call: (
+                    call.method == "chat.postMessage"
+                    and call.ok
+                    and len([c for c in bot.posts() if "Launched" in c["text"]]) == 9
+                ),
+                timeout=20,
+            )
+        finally:
+            release.set()
+        bot.settle()
+    assert posted is not None
+    assert len(instances()) == 9

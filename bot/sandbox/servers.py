@@ -13,7 +13,6 @@ import secrets
 import threading
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +21,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from bot.config import Settings
 from bot.runtime import Runtime
 from bot.sandbox.slack_standin import SlackStandin
-from bot.slack.app import ALLOCATION_WORKERS
+from bot.slack.workers import Workers
 from bot.wsgi import SLACK_PATH, create_wsgi_app
 
 logger = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class Sandbox:
         self.moto: Any = None
         self.standin: SlackStandin | None = None
         self.runtime: SandboxRuntime | None = None
-        self.executor: ThreadPoolExecutor | None = None
+        self.executor: Workers | None = None
         self.server: BaseWSGIServer | None = None
         self._server_thread: threading.Thread | None = None
         self.aws_url = ""
@@ -142,9 +141,7 @@ class Sandbox:
         self.runtime = SandboxRuntime(settings)
         self.runtime.prepare()
 
-        self.executor = ThreadPoolExecutor(
-            max_workers=ALLOCATION_WORKERS, thread_name_prefix="allocation"
-        )
+        self.executor = Workers()
         app = create_wsgi_app(
             settings, runtime=self.runtime, listener_executor=self.executor
         )

@@ -8,19 +8,29 @@ which made the acknowledgement several times slower.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
 from bot.allocations import allocation_id_for
 from bot.errors import AllocationError
-from bot.models import AllocationRequest, AllocationState, Requester, SlackDestination
+from bot.models import (
+    Allocation,
+    AllocationRequest,
+    AllocationState,
+    Requester,
+    SlackDestination,
+)
 from bot.runtime import Runtime
 from bot.slack import messages
 from bot.slack.reporting import Respond, SlackReporter
 
 logger = logging.getLogger(__name__)
+
+FollowSubmitter = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -41,8 +51,13 @@ def run_allocation(
     team_id: str | None,
     pending: PendingAllocation,
     respond: Respond | None,
+    follow_with: FollowSubmitter | None = None,
 ) -> None:
-    """Allocate and report every status to the requester; never raise."""
+    """Allocate and report every status to the requester; never raise.
+
+    With `follow_with`, following the instances to `running` is handed to
+    it (another pool) once they are launched; without, it happens here.
+    """
     service = runtime.service
     # The ID the allocation gets, known before it is recorded.
     reference = allocation_id_for(pending.idempotency_key)
@@ -65,7 +80,10 @@ def run_allocation(
             else None,
         )
         allocation, created = service.allocate(
-            request, pending.idempotency_key, on_event=reporter
+            request,
+            pending.idempotency_key,
+            on_event=reporter,
+            follow=follow_with is None,
         )
     except AllocationError as error:
         _report_error(reporter, error, pending, reference)
@@ -82,6 +100,21 @@ def run_allocation(
             "Slack request repeated for allocation %s; already reported",
             allocation.allocation_id,
         )
+    elif follow_with is not None and not allocation.state.is_final:
+        follow_with(follow_allocation, runtime, allocation, reporter)
+
+
+def follow_allocation(
+    runtime: Runtime, allocation: Allocation, reporter: SlackReporter
+) -> None:
+    """Follow launched instances to `running` and report; never raise."""
+    try:
+        runtime.service.follow(allocation, on_event=reporter)
+    except Exception:
+        logger.exception(
+            "Allocation %s: following its instances failed", allocation.allocation_id
+        )
+        reporter.report_problem(messages.internal_error_after(allocation))
 
 
 def _report_error(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -15,11 +15,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.runtime import Runtime
 from bot.slack import commands, views
+from bot.slack.workers import Workers
 
 logger = logging.getLogger(__name__)
-
-# Allocations followed at once per process; each waits on EC2 most of the time.
-ALLOCATION_WORKERS = 32
 
 
 def create_web_client(runtime: Runtime) -> WebClient:
@@ -51,14 +49,12 @@ def create_app(
     """Build the Bolt app.
 
     Each listener acknowledges before it returns (process_before_response),
-    then submits the slow work to `listener_executor`, which defaults to a
-    thread pool of ALLOCATION_WORKERS threads.
+    then submits the slow work to `listener_executor`, which defaults to
+    Workers: a launch pool and a follow pool.
     """
     settings = runtime.settings
     secret = settings.slack_signing_secret
-    executor = listener_executor or ThreadPoolExecutor(
-        max_workers=ALLOCATION_WORKERS, thread_name_prefix="allocation"
-    )
+    executor = listener_executor or Workers()
     app = App(
         client=client or create_web_client(runtime),
         signing_secret=secret.get_secret_value() if secret else "",

@@ -43,6 +43,7 @@ def register(app: App, runtime: Runtime, executor: Executor) -> None:
             command.get("team_id"),
             pending,
             respond,
+            getattr(executor, "follow", None),
         )
 
     app.command(COMMAND)(acknowledge)

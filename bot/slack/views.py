@@ -54,6 +54,7 @@ def register(app: App, runtime: Runtime, executor: Executor) -> None:
             (body.get("team") or {}).get("id"),
             pending,
             respond if context.get("response_url") else None,
+            getattr(executor, "follow", None),
         )
 
     app.view_submission(CALLBACK_ID)(acknowledge)
