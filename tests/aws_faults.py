@@ -171,3 +171,16 @@ def _query_parameters(request: AWSPreparedRequest) -> dict[str, list[str]]:
     if isinstance(body, bytes):
         body = body.decode()
     return parse_qs(body) if isinstance(body, str) else {}
+
+
+def create_x86_64_image(ec2: Any) -> str:
+    """Register an x86_64 AMI in moto by imaging a throwaway instance.
+
+    moto's AMI catalogue is switched off in these tests, and moto gives an
+    instance launched from an unknown AMI the x86_64 architecture.
+    """
+    source = ec2.run_instances(ImageId="ami-00000000", MinCount=1, MaxCount=1)
+    instance_id = source["Instances"][0]["InstanceId"]
+    image_id = ec2.create_image(InstanceId=instance_id, Name="x86-64-test")["ImageId"]
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    return image_id

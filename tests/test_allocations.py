@@ -33,6 +33,7 @@ from bot.models import (
 )
 from tests.aws_faults import (
     count_calls,
+    create_x86_64_image,
     fail_operation,
     remove_backoff,
     watch_operation,
@@ -111,19 +112,6 @@ def create_clients(service: AllocationService) -> None:
     assert service.provisioner.ec2 is not None
     assert service.provisioner.ssm is not None
     assert service.ledger.dynamodb is not None
-
-
-def create_x86_64_image(ec2: Any) -> str:
-    """Register an x86_64 AMI in moto by imaging a throwaway instance.
-
-    moto's AMI catalogue is switched off in these tests, and moto gives an
-    instance launched from an unknown AMI the x86_64 architecture.
-    """
-    source = ec2.run_instances(ImageId="ami-00000000", MinCount=1, MaxCount=1)
-    instance_id = source["Instances"][0]["InstanceId"]
-    image_id = ec2.create_image(InstanceId=instance_id, Name="x86-64-test")["ImageId"]
-    ec2.terminate_instances(InstanceIds=[instance_id])
-    return image_id
 
 
 def make_request(

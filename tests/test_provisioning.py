@@ -16,6 +16,7 @@ from bot.errors import AllocationError, AwsRejected, AwsUnavailable, InvalidRequ
 from bot.provisioning import AMI_PARAMETER, Provisioner
 from tests.aws_faults import (
     count_calls,
+    create_x86_64_image,
     fail_operation,
     remove_backoff,
 )
@@ -68,19 +69,6 @@ def ssm_image_id(architecture: str) -> str:
     ssm = boto3.session.Session().client("ssm", region_name=REGION)
     name = AMI_PARAMETER.format(arch=architecture)
     return ssm.get_parameter(Name=name)["Parameter"]["Value"]
-
-
-def create_x86_64_image(ec2: Any) -> str:
-    """Register an x86_64 AMI in moto by imaging a throwaway instance.
-
-    moto's AMI catalogue is switched off in these tests, and moto gives an
-    instance launched from an unknown AMI the x86_64 architecture.
-    """
-    source = ec2.run_instances(ImageId="ami-00000000", MinCount=1, MaxCount=1)
-    instance_id = source["Instances"][0]["InstanceId"]
-    image_id = ec2.create_image(InstanceId=instance_id, Name="x86-64-test")["ImageId"]
-    ec2.terminate_instances(InstanceIds=[instance_id])
-    return image_id
 
 
 def default_subnet(ec2: Any, zone: str) -> str:

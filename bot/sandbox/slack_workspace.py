@@ -320,21 +320,17 @@ class Workspace:
         return {"ok": True, "message_ts": self.next_ts()}, [event]
 
     def _views_open(self, args: dict[str, Any]) -> ApiResult:
-        trigger = self._exchange_trigger(args)
-        view = self._store_view(_view_arg(args), trigger)
-        event = Event(
-            EventKind.VIEW_OPENED,
-            channel=trigger.channel_id,
-            user=trigger.user_id,
-            view=copy.deepcopy(view),
-        )
-        return {"ok": True, "view": view}, [event]
+        return self._show_view(args, EventKind.VIEW_OPENED)
 
     def _views_push(self, args: dict[str, Any]) -> ApiResult:
+        return self._show_view(args, EventKind.VIEW_PUSHED)
+
+    def _show_view(self, args: dict[str, Any], kind: EventKind) -> ApiResult:
+        """Open or push a modal for a trigger, which can be used only once."""
         trigger = self._exchange_trigger(args)
         view = self._store_view(_view_arg(args), trigger)
         event = Event(
-            EventKind.VIEW_PUSHED,
+            kind,
             channel=trigger.channel_id,
             user=trigger.user_id,
             view=copy.deepcopy(view),
