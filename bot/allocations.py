@@ -168,8 +168,8 @@ class AllocationService:
             error.allocation_id = allocation.allocation_id
             raise
         except Exception as unexpected:
-            # For example a response botocore cannot parse: EC2 may have
-            # launched, and only the AllocationId tag tells.
+            # For example a response botocore cannot parse. EC2 may have
+            # launched, and only the AllocationId tag can show it.
             logger.exception(
                 "Allocation %s: RunInstances failed unexpectedly",
                 allocation.allocation_id,
@@ -285,8 +285,9 @@ class AllocationService:
         The one exception is a record that stayed `requested` for
         STALLED_AFTER_SECONDS, which means the process that recorded it
         stopped around the launch. The duplicate adopts the instances tagged
-        with its ID if there are any, and launches otherwise, with the same
-        ClientToken, so EC2 launches at most once.
+        with its ID if there are any, and launches otherwise. The launch
+        reuses the ClientToken, which EC2 (not moto) uses to return the first
+        launch instead of starting a second.
         """
         allocation, created = self.submit(request, idempotency_key)
         if not created and not self._claim_stalled(allocation):

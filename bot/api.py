@@ -563,7 +563,7 @@ class ApiApp:
         if isinstance(error, ApiError):
             headers.update(error.headers)
         # A replayed failure is final for its Idempotency-Key, so it carries no
-        # Retry-After; its hint asks for a new key instead.
+        # Retry-After, and its hint suggests a new key instead.
         if error.http_status == 503 and "Idempotent-Replayed" not in headers:
             headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         if error.allocation_id:

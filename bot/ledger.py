@@ -124,7 +124,7 @@ class Ledger:
         return allocation
 
     def save_if_unchanged(self, allocation: Allocation, previous: datetime) -> bool:
-        """Save `allocation` only if nobody saved it since `previous`.
+        """Save `allocation` only if no one has saved it since `previous`.
 
         Returns False when the stored record's updated_at differs, so of two
         processes that read the same record, only one wins the write.

@@ -78,7 +78,7 @@ class Requester(BaseModel):
 
 
 class SlackDestination(BaseModel):
-    """Where the bot reports an allocation: a conversation and the thread under it."""
+    """The conversation, and the thread in it, where the bot reports an allocation."""
 
     channel_id: str
     thread_ts: str | None = None  # `ts` of the first message posted for the allocation
@@ -86,7 +86,7 @@ class SlackDestination(BaseModel):
 
 
 class InstanceTypeInfo(BaseModel):
-    """What EC2 reports about an instance type in one region."""
+    """An instance type as EC2 describes it in one region."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -139,12 +139,12 @@ class Instance(BaseModel):
 
 
 class Failure(BaseModel):
-    """Why an allocation failed, in words for the requester."""
+    """The reason an allocation failed, in words for the requester."""
 
     code: str  # the AWS error code or one of this product's codes
     message: str
     hint: str | None = None
-    http_status: int | None = None  # what the JSON API answers for this failure
+    http_status: int | None = None  # the status the JSON API returns for it
 
 
 class AllocationRequest(BaseModel):

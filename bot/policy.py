@@ -1,4 +1,4 @@
-"""Who may allocate what: the allowed instance types and the count limit."""
+"""The operator's limits on requests: allowed instance types and the count."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 Respond = Callable[..., Any]
 
-# slack_sdk raises SlackApiError for error answers, and lets timeouts and
+# slack_sdk raises SlackApiError for error responses, and lets timeouts and
 # connection failures through as OSError (URLError and TimeoutError among them).
 SLACK_FAILURES = (SlackClientError, OSError)
 
@@ -242,7 +242,7 @@ class SlackReporter:
         status = getattr(response, "status_code", 200)
         if status != 200:
             logger.warning(
-                "Allocation %s: response_url answered HTTP %s",
+                "Allocation %s: response_url returned HTTP %s",
                 self.allocation_id,
                 status,
             )
