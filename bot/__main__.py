@@ -95,6 +95,9 @@ def serve_http(settings: Settings, host: str, slack: bool = True) -> int:
     try:
         server.serve_forever()
     finally:
+        # Launches under way finish on their threads before the process
+        # exits; following their instances does not.
+        app.runtime.stop()
         logger.info("Bot stopped")
     return 0
 
@@ -122,6 +125,7 @@ def serve_socket_mode(settings: Settings, host: str) -> int:
     stopped.wait()
     handler.close()
     server.shutdown()
+    runtime.stop()
     logger.info("Bot stopped")
     return 0
 

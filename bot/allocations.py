@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,14 +98,17 @@ class AllocationService:
         provisioner: Provisioner | None = None,
         ledger: Ledger | None = None,
         policy: Policy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ):
         self.settings = settings
         self.provisioner = provisioner or Provisioner(settings)
         self.ledger = ledger or Ledger(settings)
         self.policy = policy or Policy(settings)
-        self._sleep = sleep
+        # Set when the process stops: following ends at the next poll, and the
+        # record keeps its last state for `refresh` to bring up to date.
+        self.stopping = threading.Event()
+        self._sleep = sleep or self.stopping.wait
         self._monotonic = monotonic
 
     # Steps
@@ -227,6 +231,14 @@ class AllocationService:
                 self._fail(allocation, timeout_error, on_event)
                 break
             self._sleep(poll)
+            if self.stopping.is_set():
+                logger.warning(
+                    "Allocation %s: stopped following at state %s; the process is "
+                    "stopping",
+                    allocation.allocation_id,
+                    allocation.state.value,
+                )
+                break
         return allocation
 
     def refresh(self, allocation_id: str) -> Allocation:

@@ -56,5 +56,10 @@ class Runtime:
         self.background = thread
         return thread
 
+    def stop(self) -> None:
+        """Stop following instances; launches under way still finish."""
+        if self._service is not None:
+            self._service.stopping.set()
+
     def wait_prepared(self, timeout: float | None = None) -> bool:
         return self._prepared.wait(timeout)

@@ -654,3 +654,16 @@ def test_failed_save_still_reports_running(
     service.allocate(make_request(), on_event=log)
 
     assert log.kinds == ["recorded", "launched", "running"]
+
+
+def test_follow_ends_when_process_stops(
+    service: AllocationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pending = [Instance(instance_id="i-0000000000000001", state="pending")]
+    monkeypatch.setattr(service.provisioner, "describe", scripted_describe(pending))
+    allocation, _ = service.allocate(make_request(), follow=False)
+    service.stopping.set()
+
+    followed = service.follow(allocation, poll_seconds=60, timeout_seconds=600)
+
+    assert followed.state is AllocationState.PENDING

@@ -79,24 +79,13 @@ class SandboxSettings(Settings):
         return (init_settings,)
 
 
-class SandboxRuntime(Runtime):
-    """A Runtime that keeps the thread of the start-up check that the WSGI
-    app starts, so that stopping can wait for it before moto goes away."""
-
-    prepare_thread: threading.Thread | None = None
-
-    def prepare_in_background(self) -> threading.Thread:
-        self.prepare_thread = super().prepare_in_background()
-        return self.prepare_thread
-
-
 class Sandbox:
     """The three local servers and the thread pool that runs the bot's allocations."""
 
     def __init__(self) -> None:
         self.moto: Any = None
         self.standin: SlackStandin | None = None
-        self.runtime: SandboxRuntime | None = None
+        self.runtime: Runtime | None = None
         self.executor: Workers | None = None
         self.server: BaseWSGIServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -138,7 +127,7 @@ class Sandbox:
             status_timeout_seconds=STATUS_TIMEOUT_SECONDS,
             api_token=self.api_token,
         )
-        self.runtime = SandboxRuntime(settings)
+        self.runtime = Runtime(settings)
         self.runtime.prepare()
 
         self.executor = Workers()
@@ -180,12 +169,15 @@ class Sandbox:
             self.server.server_close()
         if self._server_thread is not None:
             self._server_thread.join()
+        if not wait_for_allocations and self.runtime is not None:
+            self.runtime.stop()
         if self.executor is not None:
             self.executor.shutdown(wait=wait_for_allocations, cancel_futures=True)
         if not wait_for_allocations:
             return
-        if self.runtime is not None and self.runtime.prepare_thread is not None:
-            self.runtime.prepare_thread.join(timeout=10)
+        # The start-up check must end before moto goes away.
+        if self.runtime is not None and self.runtime.background is not None:
+            self.runtime.background.join(timeout=10)
         if self.standin is not None:
             self.standin.stop()
         if self.moto is not None:
