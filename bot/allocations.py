@@ -50,6 +50,10 @@ STALLED_AFTER_SECONDS = 300
 # Characters outside the set the AWS tagging guidelines allow in any service.
 TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]")
 
+# Failure code of an allocation whose instances did not run in time; they
+# may still start, so refresh() keeps checking them.
+STATUS_TIMEOUT = "status_timeout"
+
 # EC2 states after which an instance will not become `running`.
 DEAD_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 
@@ -190,6 +194,10 @@ class AllocationService:
             raise error from unexpected
         allocation.instances = instances
         allocation.state = AllocationState.PENDING
+        # The zone may differ from the plan's first when that one had no capacity.
+        zones = {i.availability_zone for i in instances if i.availability_zone}
+        if len(zones) == 1:
+            allocation.availability_zone = zones.pop()
         logger.info(
             "Allocation %s launched %s",
             allocation.allocation_id,
@@ -226,7 +234,7 @@ class AllocationService:
                 timeout_error = AllocationError(
                     f"The instances did not reach running within {int(timeout)} s",
                     hint="Check them in the EC2 console; they may still start",
-                    code="status_timeout",
+                    code=STATUS_TIMEOUT,
                 )
                 self._fail(allocation, timeout_error, on_event)
                 break
@@ -242,11 +250,28 @@ class AllocationService:
         return allocation
 
     def refresh(self, allocation_id: str) -> Allocation:
-        """Return the record, updated from EC2 when it is not final yet."""
+        """Return the record, updated from EC2 when it is not final yet.
+
+        An allocation that failed only because its instances were slow to
+        start is refreshed too, and becomes `running` once they are.
+        """
         allocation = self.get(allocation_id)
         if allocation.state is AllocationState.REQUESTED:
             self.reconcile(allocation)
-        if allocation.state is AllocationState.PENDING:
+        timed_out = (
+            allocation.state is AllocationState.FAILED
+            and allocation.failure is not None
+            and allocation.failure.code == STATUS_TIMEOUT
+        )
+        if timed_out:
+            ids = [i.instance_id for i in allocation.instances]
+            allocation.instances = self.provisioner.describe(ids)
+            if all(i.state == "running" for i in allocation.instances):
+                allocation.state = AllocationState.RUNNING
+                allocation.failure = None
+                logger.info("Allocation %s is running after all", allocation_id)
+                self._save_or_log(allocation)
+        elif allocation.state is AllocationState.PENDING:
             self._apply_states(allocation, _ignore)
         return allocation
 
@@ -306,6 +331,9 @@ class AllocationService:
             logger.info(
                 "Duplicate request for allocation %s ignored", allocation.allocation_id
             )
+            if allocation.state is AllocationState.REQUESTED:
+                # Its first request may have launched without saving the result.
+                self.reconcile(allocation)
             return allocation, False
         self._emit(on_event, "recorded", allocation)
         if created or not self.reconcile(allocation):

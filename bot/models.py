@@ -124,6 +124,9 @@ class LaunchPlan(BaseModel):
     image: Image | None  # None when a launch template supplies the AMI
     availability_zone: str | None
     subnet_id: str | None = None
+    # Further (subnet, zone) pairs that offer the type, tried in order when
+    # EC2 has no capacity in the first.
+    fallbacks: tuple[tuple[str | None, str], ...] = ()
 
 
 class Instance(BaseModel):

@@ -1,4 +1,4 @@
-"""EC2 provisioning: resolve instance types and AMIs, launch, describe, terminate.
+"""EC2 provisioning: resolve instance types and AMIs, launch and describe.
 
 Nothing here knows about Slack. Lookups of instance types, offerings and AMIs
 are cached for the life of the process, so an allocation whose type was seen
@@ -16,11 +16,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bot.aws import make_client
 from bot.config import Settings
-from bot.errors import AllocationError, InvalidRequest
+from bot.errors import AllocationError, AwsRejected, AwsUnavailable, InvalidRequest
 from bot.models import Image, Instance, InstanceTypeInfo, LaunchPlan
 from bot.provisioning_errors import translate_client_error, unreachable
 
 logger = logging.getLogger(__name__)
+
+# Availability Zones tried for one launch when EC2 reports no capacity.
+MAX_ZONES_TRIED = 3
 
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
 # Architectures the default AMI exists for, in order of preference.
@@ -85,10 +88,10 @@ class Provisioner:
             problem = f"{name} is not an EC2 instance type in {self.region}"
             raise InvalidRequest({"instance_type": problem})
         if not info.zones:
-            raise AllocationError(
+            raise AwsRejected(
+                "Unsupported",
                 f"{name} is not offered in any Availability Zone of {self.region}",
                 hint="Choose another instance type",
-                code="Unsupported",
             )
         return info
 
@@ -127,9 +130,14 @@ class Provisioner:
         """Resolve the type, an AMI of a matching architecture and a zone."""
         info = self.instance_type(instance_type)
         image = self._image_for(info)
-        subnet_id, zone = self._placement(info)
+        placements = self._placements(info)
+        subnet_id, zone = placements[0]
         return LaunchPlan(
-            instance_type=info, image=image, availability_zone=zone, subnet_id=subnet_id
+            instance_type=info,
+            image=image,
+            availability_zone=zone,
+            subnet_id=subnet_id,
+            fallbacks=tuple(placements[1:MAX_ZONES_TRIED]),
         )
 
     def _image_for(self, info: InstanceTypeInfo) -> Image | None:
@@ -190,10 +198,10 @@ class Provisioner:
             return cached
         images = self._call("DescribeImages", ImageIds=[image_id]).get("Images", [])
         if not images:
-            raise AllocationError(
+            raise AwsRejected(
+                "InvalidAMIID.NotFound",
                 f"The configured AMI {image_id} was not found in {self.region}",
                 hint="Ask the operator to check AMI_ID or the launch template",
-                code="InvalidAMIID.NotFound",
             )
         image = Image(
             image_id=image_id, architecture=images[0]["Architecture"], source=source
@@ -218,20 +226,28 @@ class Provisioner:
             return None
         return self._configured_image(image_id, "launch template")
 
-    def _placement(self, info: InstanceTypeInfo) -> tuple[str | None, str | None]:
-        """Choose a subnet (if configured) or a zone that offers the type."""
+    def _placements(self, info: InstanceTypeInfo) -> list[tuple[str | None, str]]:
+        """Return (subnet, zone) pairs that offer the type, the preferred first.
+
+        Without SUBNET_IDS the subnet is None and the default VPC's subnet of
+        the zone is used.
+        """
         if not self.settings.subnet_ids:
-            return None, info.zones[0]
-        for subnet_id, zone in self._subnets().items():
-            if zone in info.zones:
-                return subnet_id, zone
-        raise AllocationError(
-            f"None of the configured subnets is in a zone that offers {info.name} "
-            f"({', '.join(info.zones)})",
-            hint="Choose another instance type, or ask the operator to add a subnet "
-            "in one of those zones",
-            code="Unsupported",
-        )
+            return [(None, zone) for zone in info.zones]
+        placements: list[tuple[str | None, str]] = [
+            (subnet_id, zone)
+            for subnet_id, zone in self._subnets().items()
+            if zone in info.zones
+        ]
+        if not placements:
+            raise AwsRejected(
+                "Unsupported",
+                f"None of the configured subnets is in a zone that offers "
+                f"{info.name} ({', '.join(info.zones)})",
+                hint="Choose another instance type, or ask the operator to add a "
+                "subnet in one of those zones",
+            )
+        return placements
 
     def _subnets(self) -> dict[str, str]:
         if self._subnet_zones is None:
@@ -278,20 +294,59 @@ class Provisioner:
                 "HttpTokens": "required",
                 "HttpEndpoint": "enabled",
             }
-        if plan.subnet_id:
-            params["SubnetId"] = plan.subnet_id
-            if self.settings.security_group_ids:
-                params["SecurityGroupIds"] = list(self.settings.security_group_ids)
-        elif plan.availability_zone:
-            params["Placement"] = {"AvailabilityZone": plan.availability_zone}
+        if self.settings.security_group_ids:
+            params["SecurityGroupIds"] = list(self.settings.security_group_ids)
         if self.settings.key_name:
             params["KeyName"] = self.settings.key_name
+        placements = [(plan.subnet_id, plan.availability_zone), *plan.fallbacks]
+        tried: list[str] = []
+        for attempt, (subnet_id, zone) in enumerate(placements):
+            # Another placement is another request, so it needs its own token:
+            # EC2 rejects a token reused with different parameters.
+            token = client_token if attempt == 0 else f"{client_token}-{zone}"[:64]
+            try:
+                return self._run(params, subnet_id, zone, token, quantity, plan)
+            except AwsUnavailable as error:
+                if error.code != "InsufficientInstanceCapacity":
+                    raise
+                tried.append(zone or "?")
+                if attempt + 1 < len(placements):
+                    logger.warning(
+                        "No capacity for %d x %s in %s; trying %s",
+                        quantity,
+                        plan.instance_type.name,
+                        zone,
+                        placements[attempt + 1][1],
+                    )
+                    continue
+                error.message = (
+                    f"AWS has no capacity for {quantity} × {plan.instance_type.name} "
+                    f"in {', '.join(tried)} right now"
+                )
+                error.hint = "Try another instance type, fewer instances, or later"
+                raise
+        raise AssertionError("a plan has at least one placement")  # pragma: no cover
+
+    def _run(
+        self,
+        params: dict[str, Any],
+        subnet_id: str | None,
+        zone: str | None,
+        token: str,
+        quantity: int,
+        plan: LaunchPlan,
+    ) -> list[Instance]:
+        placed = {**params, "ClientToken": token}
+        if subnet_id:
+            placed["SubnetId"] = subnet_id
+        elif zone:
+            placed["Placement"] = {"AvailabilityZone": zone}
         context = {
             "instance_type": plan.instance_type.name,
             "quantity": quantity,
-            "zone": plan.availability_zone,
+            "zone": zone,
         }
-        response = self._call("RunInstances", context=context, **params)
+        response = self._call("RunInstances", context=context, **placed)
         return [_instance(item) for item in response.get("Instances", [])]
 
     def describe(self, instance_ids: Iterable[str]) -> list[Instance]:
@@ -331,18 +386,12 @@ class Provisioner:
             for item in reservation.get("Instances", [])
         ]
 
-    def terminate(self, instance_ids: Iterable[str]) -> None:
-        ids = list(instance_ids)
-        if ids:
-            self._call("TerminateInstances", InstanceIds=ids)
-
     def warm(self, names: Sequence[str]) -> None:
         """Load the given instance types and the default AMIs into the cache."""
         self.instance_types(names)
         if not (self.settings.ami_id or self.settings.launch_template):
-            architectures = {
-                a for info in self._types.values() for a in info.architectures
-            }
+            known = self.cached_instance_types().values()
+            architectures = {a for info in known for a in info.architectures}
             for arch in DEFAULT_AMI_ARCHITECTURES:
                 if arch in architectures:
                     self._ssm_image(arch)

@@ -13,7 +13,7 @@ import pytest
 import bot.aws
 from bot.config import Settings
 from bot.errors import AllocationError, AwsRejected, AwsUnavailable, InvalidRequest
-from bot.provisioning import AMI_PARAMETER, Provisioner
+from bot.provisioning import AMI_PARAMETER, MAX_ZONES_TRIED, Provisioner
 from tests.aws_faults import (
     count_calls,
     create_x86_64_image,
@@ -282,7 +282,7 @@ def test_describe_reports_state_reason(provisioner: Provisioner, ec2: Any) -> No
 # AWS errors, injected because moto never returns them
 
 
-def test_launch_does_not_retry_capacity_error(
+def test_launch_tries_each_zone_once_on_capacity_error(
     provisioner: Provisioner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remove_backoff(monkeypatch)
@@ -294,20 +294,45 @@ def test_launch_does_not_retry_capacity_error(
         "We currently do not have sufficient m5.8xlarge capacity in the "
         "Availability Zone you requested (us-east-1a).",
         status=500,
-        times=5,
+        times=10,
     )
     with pytest.raises(AwsUnavailable) as raised:
         provisioner.launch(plan, 4, "token-capacity", TAGS)
 
-    assert len(fault.attempts) == 1
+    zones = [a.params["Placement.AvailabilityZone"][0] for a in fault.attempts]
+    tokens = [a.client_token for a in fault.attempts]
     error = raised.value
+    assert len(zones) == MAX_ZONES_TRIED
+    assert len(set(zones)) == len(zones)
+    assert zones[0] == plan.availability_zone
+    assert len(set(tokens)) == len(tokens)
+    assert tokens[0] == "token-capacity"
     assert error.code == "InsufficientInstanceCapacity"
     assert "4 × m5.8xlarge" in error.message
-    assert plan.availability_zone in error.message
+    assert all(zone in error.message for zone in zones)
     assert error.hint is not None
-    assert "Availability Zone" in error.hint
     assert "instance type" in error.hint
     assert "later" in error.hint
+
+
+def test_launch_uses_next_zone_with_capacity(
+    provisioner: Provisioner, ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remove_backoff(monkeypatch)
+    plan = provisioner.plan("m5.8xlarge")
+    fail_operation(
+        provisioner.ec2,
+        "RunInstances",
+        "InsufficientInstanceCapacity",
+        "No capacity in the first zone.",
+        status=500,
+        times=1,
+    )
+
+    instances = provisioner.launch(plan, 2, "token-next-zone", TAGS)
+
+    assert len(instances) == 2
+    assert {i.availability_zone for i in instances} == {plan.fallbacks[0][1]}
 
 
 def test_launch_reports_vcpu_limit_with_quota_hint(

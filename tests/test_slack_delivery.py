@@ -122,7 +122,7 @@ def test_capacity_error_reply_names_zone(bot):
     assert reply.get("thread_ts")
     assert "4 × m5.8xlarge" in reply["text"]
     assert "us-east-1" in reply["text"]
-    assert "another Availability Zone" in reply["text"]
+    assert "another instance type" in reply["text"]
     assert record.state is AllocationState.FAILED
     assert record.failure is not None
     assert record.failure.code == "InsufficientInstanceCapacity"
