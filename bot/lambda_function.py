@@ -22,33 +22,22 @@ from werkzeug.wrappers import Response
 
 from bot.api import RETRY_AFTER_SECONDS, ApiApp
 from bot.config import Settings
-from bot.errors import AllocationError
 from bot.log import configure_logging
 from bot.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-# Paths served without any AWS call, even on a cold start.
-NO_AWS_PATHS = frozenset({"/healthz"})
-
 
 class Container:
-    """The objects one Lambda execution environment keeps between invocations."""
+    """The objects one Lambda execution environment keeps between invocations.
+
+    The ledger creates its table on first use, after the request passed
+    authentication, so a cold start needs no check of its own.
+    """
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.app = ApiApp(runtime)
-        self.table_ready = False
-        self._lock = threading.Lock()
-
-    def ensure_table(self) -> None:
-        """Check (and create, when enabled) the ledger table once per container."""
-        if self.table_ready:
-            return
-        with self._lock:
-            if not self.table_ready:
-                self.runtime.service.ledger.ensure_table()
-                self.table_ready = True
 
 
 _container: Container | None = None
@@ -89,23 +78,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             "The server failed to start",
             hint="Tell the operator; the function's log names the cause",
         )
-
-    if request.path not in NO_AWS_PATHS:
-        try:
-            container.ensure_table()
-        except AllocationError as error:
-            logger.error("Ledger table check failed with %s", error.code)
-            return error_result(
-                error.http_status, error.code, error.message, hint=error.hint
-            )
-        except Exception:
-            logger.exception("Ledger table check failed")
-            return error_result(
-                503,
-                "ledger_unavailable",
-                "Could not check the allocations table in DynamoDB",
-                hint="Try again in a minute; if it persists, tell the operator",
-            )
 
     try:
         environ = request.environ()

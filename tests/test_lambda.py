@@ -222,10 +222,22 @@ def test_lambda_reuses_container(aws: None) -> None:
 
 def test_lambda_healthz_skips_table_check(aws: None) -> None:
     result = lambda_handler(rest_event("GET", "/healthz"), None)
+    dynamodb = lambda_function.get_container().runtime.service.ledger.dynamodb
 
     assert result["statusCode"] == 200
     assert body_of(result) == {"status": "ok"}
-    assert lambda_function.get_container().table_ready is False
+    assert dynamodb.list_tables()["TableNames"] == []
+
+
+def test_lambda_checks_token_before_dynamodb(aws: None) -> None:
+    headers = {**http_headers(), "authorization": "Bearer wrong"}
+    event = http_event("POST", "/resources/allocate", json.dumps(BODY), headers)
+
+    result = lambda_handler(event, None)
+    dynamodb = lambda_function.get_container().runtime.service.ledger.dynamodb
+
+    assert result["statusCode"] == 401
+    assert dynamodb.list_tables()["TableNames"] == []
 
 
 # Paths and stages
