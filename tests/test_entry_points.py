@@ -99,14 +99,13 @@ def instance_types(moto_url: str) -> list[str]:
     "command",
     [
         [sys.executable, "-m", "bot", "--host", "127.0.0.1"],
+        # gunicorn.conf.py in the working directory sets the rest.
         [
             sys.executable,
             "-m",
             "gunicorn",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
+            "--workers",
+            "1",
             "--bind",
             "127.0.0.1:{port}",
             "bot.wsgi:create_wsgi_app()",

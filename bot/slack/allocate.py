@@ -101,7 +101,14 @@ def run_allocation(
             allocation.allocation_id,
         )
     elif follow_with is not None and not allocation.state.is_final:
-        follow_with(follow_allocation, runtime, allocation, reporter)
+        try:
+            follow_with(follow_allocation, runtime, allocation, reporter)
+        except RuntimeError:  # the pool is shutting down with the process
+            logger.warning(
+                "Allocation %s: not followed, the bot is stopping",
+                allocation.allocation_id,
+            )
+            reporter.report_problem(messages.not_followed(allocation))
 
 
 def follow_allocation(
@@ -110,6 +117,8 @@ def follow_allocation(
     """Follow launched instances to `running` and report; never raise."""
     try:
         runtime.service.follow(allocation, on_event=reporter)
+        if not allocation.state.is_final:  # the process is stopping
+            reporter.report_problem(messages.not_followed(allocation))
     except Exception:
         logger.exception(
             "Allocation %s: following its instances failed", allocation.allocation_id

@@ -105,6 +105,13 @@ def internal_error_after(allocation: Allocation) -> str:
     )
 
 
+def not_followed(allocation: Allocation) -> str:
+    return (
+        ":warning: The bot is restarting and will not report when these instances "
+        f"run. Check allocation `{allocation.allocation_id}` in the EC2 console."
+    )
+
+
 def moved_to_dm(channel_id: str) -> str:
     if channel_id.startswith("D"):
         return (
