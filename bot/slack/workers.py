@@ -7,6 +7,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 # Requests recorded and launched at once per process; each takes seconds.
+# NOTE: a request waiting for one of these threads exists only in memory, so
+# a process that stops then loses it without telling the requester.
 LAUNCH_WORKERS = 16
 # Allocations followed to `running` at once per process; each sleeps between
 # describes for up to STATUS_TIMEOUT_SECONDS, so there are many of them.
