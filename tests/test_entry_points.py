@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -76,6 +76,31 @@ def wait_until_serving(process: subprocess.Popen, port: int) -> None:
     raise AssertionError(f"nothing listened on port {port} within 60 s")
 
 
+def serve_until_sigterm(
+    argv: list[str],
+    moto_url: str,
+    standin: SlackStandin,
+    port: int,
+    while_serving: Callable[[], None],
+) -> tuple[int, str]:
+    """Start the server, run `while_serving`, send SIGTERM; return code and output."""
+    process = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=bot_environment(moto_url, standin, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until_serving(process, port)
+        while_serving()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    return process.returncode, output
+
+
 def run_allocation(standin: SlackStandin, port: int) -> None:
     standin.request_url = f"http://127.0.0.1:{port}/slack/events"
     response = standin.send_command("t3.micro 1")
@@ -116,21 +141,10 @@ def instance_types(moto_url: str) -> list[str]:
 def test_server_allocates_and_stops_on_sigterm(moto_url, standin, command):
     port = free_port()
     argv = [part.format(port=port) for part in command]
-    process = subprocess.Popen(
-        argv,
-        cwd=REPO_ROOT,
-        env=bot_environment(moto_url, standin, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    returncode, output = serve_until_sigterm(
+        argv, moto_url, standin, port, lambda: run_allocation(standin, port)
     )
-    try:
-        wait_until_serving(process, port)
-        run_allocation(standin, port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
+    assert returncode == 0, output
     assert "t3.micro" in instance_types(moto_url)
     assert "alloc-" in output
     assert TOKEN not in output
@@ -140,19 +154,8 @@ def test_server_allocates_and_stops_on_sigterm(moto_url, standin, command):
 
 def test_server_logs_start_and_stop(moto_url, standin):
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "--host", "127.0.0.1"],
-        cwd=REPO_ROOT,
-        env=bot_environment(moto_url, standin, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_serving(process, port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+    argv = [sys.executable, "-m", "bot", "--host", "127.0.0.1"]
+    _, output = serve_until_sigterm(argv, moto_url, standin, port, lambda: None)
     assert f"Bot started: HTTP on 127.0.0.1:{port}" in output
     assert "Bot stopped" in output
 
