@@ -20,6 +20,17 @@ from bot.slack.workers import Workers
 logger = logging.getLogger(__name__)
 
 
+class _IgnoreTokenNotice(logging.Filter):
+    """Drop Bolt's warning that SLACK_BOT_TOKEN goes unused.
+
+    Bolt reads the variable itself and warns when a client is passed too, but
+    the client create_app passes carries that same token.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def create_web_client(runtime: Runtime) -> WebClient:
     """Return a WebClient for SLACK_API_URL that retries rate limits and resets."""
     settings = runtime.settings
@@ -55,6 +66,9 @@ def create_app(
     settings = runtime.settings
     secret = settings.slack_signing_secret
     executor = listener_executor or Workers()
+    bolt_logger = logging.getLogger("slack_bolt.App")
+    if not any(isinstance(f, _IgnoreTokenNotice) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_IgnoreTokenNotice())
     app = App(
         client=client or create_web_client(runtime),
         signing_secret=secret.get_secret_value() if secret else "",
