@@ -130,21 +130,21 @@ class AllocationService:
         self.policy.check_instance_type(request.instance_type)
         self.policy.check_count(request.quantity)
         allocation_id = allocation_id_for(idempotency_key)
-        print_ = fingerprint(request)
+        request_print = fingerprint(request)
         if idempotency_key is not None:
             existing = self.ledger.get(allocation_id)
             if existing is not None:
-                return self._duplicate(existing, print_), False
+                return self._duplicate(existing, request_print), False
         plan = self.provisioner.plan(request.instance_type)
         allocation = _new_allocation(
             allocation_id, request, plan, self.settings.aws_region
         )
-        allocation.request_fingerprint = print_
+        allocation.request_fingerprint = request_print
         if not self.ledger.insert(allocation):
             existing = self.ledger.get(allocation_id)
             if existing is None:  # pragma: no cover - the winner cannot vanish
                 raise AllocationNotFound(f"Allocation {allocation_id} disappeared")
-            return self._duplicate(existing, print_), False
+            return self._duplicate(existing, request_print), False
         logger.info(
             "Allocation %s recorded: %d x %s for %s",
             allocation_id,
@@ -362,8 +362,11 @@ class AllocationService:
         )
         return True
 
-    def _duplicate(self, existing: Allocation, print_: str) -> Allocation:
-        if existing.request_fingerprint and existing.request_fingerprint != print_:
+    def _duplicate(self, existing: Allocation, request_print: str) -> Allocation:
+        if (
+            existing.request_fingerprint
+            and existing.request_fingerprint != request_print
+        ):
             raise IdempotencyConflict(
                 f"This idempotency key was already used for allocation "
                 f"{existing.allocation_id} with a different request",
