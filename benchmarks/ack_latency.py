@@ -1,10 +1,10 @@
 """Acknowledgement latency of a signed /allocate, dispatched in process.
 
 Compares the product's Bolt app with a bare Bolt app whose listener only
-acknowledges, in the same run. Both verify the signature and parse the body;
-the product also checks the text against the policy and submits the request
-for the work after the acknowledgement, which the benchmark replaces with a
-function that does nothing.
+acknowledges, in the same run. Both verify the signature and parse the body.
+The product also checks the text against the policy and submits the request
+for the work after the acknowledgement. The benchmark replaces that work with
+a function that does nothing.
 
 Two product rows are printed. "product" hands the work to an executor that
 drops it, so only the path up to the acknowledgement is timed. "+pool" uses

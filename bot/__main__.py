@@ -85,7 +85,7 @@ def serve_http(settings: Settings, host: str, slack: bool = True) -> int:
     app = create_wsgi_app(settings, slack=slack)
     stop_requested = threading.Event()
     # The handlers go in before the port opens, so a SIGTERM that arrives as
-    # soon as the port answers still stops the server cleanly.
+    # soon as the port accepts connections still stops the server cleanly.
     _stop_on_signals(stop_requested.set)
     server = make_server(host, settings.port, app, threaded=True)
     threading.Thread(

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 EventKind = Literal["recorded", "launched", "running", "failed"]
 
 # A `requested` record older than this was left by a process that stopped
-# before launching; a launch takes seconds, so five minutes leaves a wide margin.
+# before launching. A launch takes seconds, so five minutes leaves a wide margin.
 STALLED_AFTER_SECONDS = 300
 
 # Characters outside the set the AWS tagging guidelines allow in any service.

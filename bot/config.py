@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
-# Types a requester may choose unless ALLOWED_INSTANCE_TYPES says otherwise:
+# Types a requester may choose unless ALLOWED_INSTANCE_TYPES is set:
 # burstable, general purpose, compute and memory optimized, x86_64 and arm64.
 DEFAULT_ALLOWED_INSTANCE_TYPES = (
     "t3.micro,t3.small,t3.medium,t3.large,t3.xlarge,t3.2xlarge,"

@@ -1,5 +1,5 @@
 """The product's exceptions: each carries a code, a message for the requester,
-a hint saying what to do next, and the HTTP status the JSON API answers with."""
+a hint saying what to do next, and the HTTP status the JSON API returns."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class IdempotencyConflict(AllocationError):
 class AwsRejected(AllocationError):
     """AWS refused the request (limits, capacity for this shape, permissions).
 
-    Retrying the same call will not help; the hint says what might.
+    Retrying the same call will not help, and the hint suggests what might.
     """
 
     http_status = 422

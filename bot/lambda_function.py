@@ -143,6 +143,7 @@ def parse_event(event: Any) -> ProxyRequest:
     context = event.get("requestContext") or {}
     if not isinstance(context, dict):
         context = {}
+
     if event.get("version") == "2.0":
         http = context.get("http") or {}
         method = http.get("method") if isinstance(http, dict) else None
@@ -157,14 +158,16 @@ def parse_event(event: Any) -> ProxyRequest:
         headers = _headers_v1(event)
         identity = context.get("identity") or {}
         source_ip = identity.get("sourceIp") if isinstance(identity, dict) else None
+
     if not isinstance(method, str) or not method:
         raise InvalidEvent(
             "The event has no HTTP method, so it is not an API Gateway proxy event"
         )
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidEvent("The event's path does not start with /")
+
     path, script_root = strip_stage(path, context.get("stage"))
-    # The path arrives decoded; "?" or "#" in it would otherwise be read as
+    # The path arrives decoded. Unquoted, a "?" or "#" in it would be read as
     # the start of a query or fragment when the WSGI request is built.
     path = quote(path, safe="/:@!$&'()*+,;=-._~%")
     return ProxyRequest(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 # Libraries whose debug output contains request and response bodies (emails,
-# response_url tokens), so they stay at WARNING whatever LOG_LEVEL says.
+# response_url tokens), so they stay at WARNING whatever LOG_LEVEL is.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "werkzeug", "slack_bolt", "slack_sdk")
 
 

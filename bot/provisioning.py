@@ -1,6 +1,6 @@
 """EC2 provisioning: resolve instance types and AMIs, launch and describe.
 
-Nothing here knows about Slack. Lookups of instance types, offerings and AMIs
+Nothing here depends on Slack. Lookups of instance types, offerings and AMIs
 are cached for the life of the process, so an allocation whose type was seen
 before costs one RunInstances and the describes that follow it.
 """

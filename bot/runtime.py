@@ -12,10 +12,10 @@ logger = logging.getLogger(__name__)
 
 
 class Runtime:
-    """Holds one AllocationService per process, created on first use.
+    """The process's one AllocationService, created on first use.
 
-    Nothing here talks to AWS at construction, so a Slack acknowledgement
-    never waits for boto3 clients, DynamoDB or SSM.
+    Creating it builds no AWS client (clients are created on first call), so
+    a Slack acknowledgement that reads the policy waits for no AWS call.
     """
 
     def __init__(self, settings: Settings, service: AllocationService | None = None):

@@ -6,7 +6,7 @@ status, and let every other call reach moto.
 
 The fault returns its response on `before-send`, inside botocore's retry loop
 (`Endpoint._send_request` calls `_do_get_response` once per attempt and emits
-`before-send.<service>.<Operation>` there), so botocore's retry handler sees
+`before-send.<service>.<Operation>` there), so botocore's retry handler gets
 each injected error exactly as it would see one from AWS. A `before-call`
 handler would replace the whole call outside that loop, and no retry would
 happen.
@@ -144,12 +144,12 @@ def count_calls(client: Any, operations: Iterable[str] | None = None) -> Counter
 
     Counts calls, not attempts: a call that botocore retries counts once.
     """
-    wanted = set(operations) if operations is not None else None
+    counted = set(operations) if operations is not None else None
     counts: Counter = Counter()
     lock = threading.Lock()
 
     def count(model: Any, **_: Any) -> None:
-        if wanted is None or model.name in wanted:
+        if counted is None or model.name in counted:
             with lock:
                 counts[model.name] += 1
 

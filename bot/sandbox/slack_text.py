@@ -90,7 +90,7 @@ class Directory:
 
 
 def mrkdwn_to_text(text: str, directory: Directory) -> str:
-    """Convert Slack mrkdwn to what a reader sees; *bold* and `code` stay as typed.
+    """Convert Slack mrkdwn to displayed text; *bold* and `code` stay as typed.
 
     Mentions become names, links show their label and URL, and the escaped
     characters &lt; &gt; &amp; are restored.

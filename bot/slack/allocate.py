@@ -53,7 +53,7 @@ def run_allocation(
     respond: Respond | None,
     follow_with: FollowSubmitter | None = None,
 ) -> None:
-    """Allocate and report every status to the requester; never raise.
+    """Allocate and report every status to the requester, catching every error.
 
     With `follow_with`, following the instances to `running` is handed to
     it (another pool) once they are launched; without, it happens here.
@@ -114,7 +114,7 @@ def run_allocation(
 def follow_allocation(
     runtime: Runtime, allocation: Allocation, reporter: SlackReporter
 ) -> None:
-    """Follow launched instances to `running` and report; never raise."""
+    """Follow launched instances to `running` and report, catching every error."""
     try:
         runtime.service.follow(allocation, on_event=reporter)
         if not allocation.state.is_final:  # the process is stopping

@@ -18,7 +18,7 @@ FOLLOW_WORKERS = 64
 class Workers(Executor):
     """Two pools: one records and launches, the other follows instances.
 
-    Following holds a thread for as long as instances take to start, so on
+    Following occupies a thread for as long as instances take to start, so on
     one pool a burst of allocations could keep the next acknowledged request
     from even being recorded. `submit` goes to the launch pool, so Bolt can
     use this object as its listener executor.
